@@ -1,0 +1,44 @@
+"""Fusion's message contracts: the Pydantic models of every Kafka message, and the topic names."""
+
+from fusion_contracts import limits, topics
+from fusion_contracts.common import CallStatus, ChatMessage, ModelSpec, Usage
+from fusion_contracts.dead_letter import DeadLetter
+from fusion_contracts.panel import AnswersMessage, PanelAnswer, PanelPlan, PanelTask
+from fusion_contracts.request import FusionRequest, Policy, ReplyTo
+from fusion_contracts.result import (
+    Analysis,
+    AnswerSource,
+    FusedResult,
+    JudgeOutcome,
+    MemberOutcome,
+    ReleaseReason,
+    ResultStatus,
+    Timings,
+    UsageSummary,
+)
+
+__all__ = [
+    "Analysis",
+    "AnswerSource",
+    "AnswersMessage",
+    "CallStatus",
+    "ChatMessage",
+    "DeadLetter",
+    "FusedResult",
+    "FusionRequest",
+    "JudgeOutcome",
+    "MemberOutcome",
+    "ModelSpec",
+    "PanelAnswer",
+    "PanelPlan",
+    "PanelTask",
+    "Policy",
+    "ReleaseReason",
+    "ReplyTo",
+    "ResultStatus",
+    "Timings",
+    "Usage",
+    "UsageSummary",
+    "limits",
+    "topics",
+]

@@ -1,0 +1,72 @@
+"""Building blocks shared by several messages."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
+
+from fusion_contracts.limits import MAX_ID_CHARS
+
+
+class Contract(BaseModel):
+    """Base of every message: immutable, and strict about unknown fields so that a producer's typo
+    shows up as a dead letter instead of being silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+RequestId = Annotated[
+    str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+]
+ModelName = Annotated[str, Field(min_length=1, max_length=200)]
+
+Role = Literal["system", "user", "assistant"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ChatMessage(Contract):
+    """One message of a conversation, in OpenAI's chat format (text content)."""
+
+    role: Role
+    content: str = Field(max_length=1_000_000)
+    name: str | None = Field(default=None, max_length=64)
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("message content must not be empty")
+        return value
+
+
+class ModelSpec(Contract):
+    """Which model answers, with its sampling parameters. `model` names an entry of the catalog."""
+
+    model: ModelName
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=1, le=65_536)
+    seed: int | None = None
+    system_prompt: str | None = Field(default=None, max_length=20_000)
+
+
+class Usage(Contract):
+    input_tokens: NonNegativeInt = 0
+    output_tokens: NonNegativeInt = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+        )
+
+
+CallStatus = Literal["ok", "error", "timeout"]
+"""How one model call ended."""

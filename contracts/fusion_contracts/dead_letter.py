@@ -1,0 +1,23 @@
+"""What any consumer publishes on `fusion.dlq` for a message it cannot use."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, NonNegativeInt
+
+from fusion_contracts.common import Contract
+from fusion_contracts.limits import SCHEMA_VERSION
+
+
+class DeadLetter(Contract):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    topic: str
+    partition: NonNegativeInt
+    offset: NonNegativeInt
+    key: str | None = Field(default=None, description="The original key, decoded as UTF-8 with replacement.")
+    service: str
+    error: str = Field(description="Why the message could not be used.")
+    raw_base64: str = Field(description="The original value, base64, cut at the size limit.")
+    raw_size: NonNegativeInt
+    raw_truncated: bool
+    failed_at: datetime

@@ -1,0 +1,17 @@
+"""Bounds every producer and consumer of Fusion messages can rely on."""
+
+from typing import Final
+
+SCHEMA_VERSION: Final = 1
+
+MAX_PANEL_MEMBERS: Final = 8
+MAX_MESSAGES: Final = 256
+MAX_PROMPT_CHARS: Final = 200_000
+"""Sum of the characters of every message's content in one request."""
+MAX_DEADLINE_S: Final = 900.0
+DEFAULT_DEADLINE_S: Final = 120.0
+MAX_GRACE_S: Final = 60.0
+DEFAULT_GRACE_S: Final = 2.0
+MAX_ANSWER_CHARS: Final = 100_000
+MAX_ID_CHARS: Final = 128
+MAX_DEAD_LETTER_RAW_BYTES: Final = 64 * 1024

@@ -1,0 +1,69 @@
+"""What travels between the dispatcher, the panel workers and the judge."""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Discriminator, Field, NonNegativeFloat, NonNegativeInt
+
+from fusion_contracts.common import (
+    CallStatus,
+    ChatMessage,
+    Contract,
+    ModelName,
+    ModelSpec,
+    RequestId,
+    Usage,
+)
+from fusion_contracts.limits import MAX_ANSWER_CHARS, MAX_PANEL_MEMBERS, SCHEMA_VERSION
+from fusion_contracts.request import ReplyTo
+
+
+class PanelTask(Contract):
+    """One panel member's call, on `fusion.tasks`."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: RequestId
+    member_index: NonNegativeInt = Field(lt=MAX_PANEL_MEMBERS)
+    member: ModelSpec
+    messages: list[ChatMessage] = Field(min_length=1)
+    deadline_at: datetime = Field(description="The member's answer is useless after this instant.")
+    dispatched_at: datetime
+
+
+class PanelPlan(Contract):
+    """What the judge waits for, on `fusion.answers` ahead of the answers of the same request."""
+
+    kind: Literal["plan"] = "plan"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: RequestId
+    messages: list[ChatMessage] = Field(min_length=1)
+    members: list[ModelSpec] = Field(min_length=1, max_length=MAX_PANEL_MEMBERS)
+    judge: ModelSpec
+    quorum: int = Field(ge=1, le=MAX_PANEL_MEMBERS)
+    grace_s: NonNegativeFloat
+    panel_deadline_at: datetime = Field(description="The judge stops waiting for members here.")
+    deadline_at: datetime = Field(description="The fused result is due here.")
+    submitted_at: datetime
+    dispatched_at: datetime
+    reply_to: ReplyTo | None = None
+
+
+class PanelAnswer(Contract):
+    """One member's outcome, on `fusion.answers`."""
+
+    kind: Literal["answer"] = "answer"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: RequestId
+    member_index: NonNegativeInt = Field(lt=MAX_PANEL_MEMBERS)
+    model: ModelName
+    status: CallStatus
+    text: str | None = Field(default=None, max_length=MAX_ANSWER_CHARS)
+    error: str | None = Field(default=None, max_length=2_000)
+    usage: Usage = Usage()
+    latency_ms: NonNegativeFloat
+    finished_at: datetime
+    worker: str = Field(default="", max_length=200)
+
+
+AnswersMessage = Annotated[PanelPlan | PanelAnswer, Discriminator("kind")]
+"""Everything on `fusion.answers`."""

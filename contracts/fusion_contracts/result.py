@@ -1,0 +1,77 @@
+"""What the judge publishes on `fusion.results` (or the request's `reply_to`)."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt
+
+from fusion_contracts.common import CallStatus, Contract, ModelName, RequestId, Usage
+from fusion_contracts.limits import SCHEMA_VERSION
+
+ResultStatus = Literal["complete", "partial", "failed", "rejected"]
+"""complete: every member and the judge succeeded. partial: there is an answer, but some member or the
+judge failed. failed: no member answered. rejected: the request was invalid and never dispatched."""
+
+ReleaseReason = Literal["all", "quorum", "deadline"]
+"""Why the judge stopped waiting: every answer was in, quorum plus grace, or the panel deadline."""
+
+AnswerSource = Literal["judge", "best_member"]
+
+
+class Analysis(Contract):
+    """The judge's reading of the panel, each point naming answers as "Answer N"."""
+
+    consensus: list[str] = Field(default_factory=list, description="What the answers agree on.")
+    contradictions: list[str] = Field(default_factory=list, description="Where answers disagree.")
+    partial_coverage: list[str] = Field(default_factory=list, description="Covered by some, not all.")
+    unique_insights: list[str] = Field(default_factory=list, description="Valuable points only one made.")
+    blind_spots: list[str] = Field(default_factory=list, description="What every answer missed.")
+
+
+class MemberOutcome(Contract):
+    index: NonNegativeInt
+    model: ModelName
+    status: CallStatus
+    text: str | None = None
+    error: str | None = None
+    usage: Usage = Usage()
+    latency_ms: NonNegativeFloat | None = None
+
+
+class JudgeOutcome(Contract):
+    model: ModelName
+    status: CallStatus
+    error: str | None = None
+    analysis_error: str | None = Field(default=None, description="Why no typed analysis could be read.")
+    usage: Usage = Usage()
+    latency_ms: NonNegativeFloat = 0.0
+
+
+class Timings(Contract):
+    submitted_at: datetime
+    released_at: datetime | None = None
+    completed_at: datetime
+    total_ms: NonNegativeFloat
+    panel_ms: NonNegativeFloat | None = Field(default=None, description="Submission to release.")
+    judge_ms: NonNegativeFloat | None = None
+
+
+class UsageSummary(Contract):
+    by_model: dict[str, Usage] = Field(default_factory=dict)
+    total: Usage = Usage()
+
+
+class FusedResult(Contract):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: RequestId
+    status: ResultStatus
+    release: ReleaseReason | None = None
+    answer: str | None = None
+    answer_source: AnswerSource | None = None
+    analysis: Analysis | None = None
+    members: list[MemberOutcome] = Field(default_factory=list)
+    judge: JudgeOutcome | None = None
+    usage: UsageSummary = UsageSummary()
+    error: str | None = Field(default=None, description="Why the request was rejected or failed.")
+    timings: Timings
+    answered: NonNegativeInt = Field(default=0, description="Members that answered ok.")

@@ -1,0 +1,1 @@
+"""Fusion services: dispatcher, panel worker, judge, and the `fusion` command."""

@@ -1,0 +1,100 @@
+"""`fusion ask`: publish one request, show live progress, print the fused result."""
+
+import argparse
+import asyncio
+import sys
+import time
+
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from fusion_contracts import ChatMessage, FusedResult, FusionRequest, ModelSpec, PanelAnswer, Policy
+from pydantic import ValidationError
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from fusion.cli.render import render_result
+from fusion.client import FusionClient
+from fusion.kafka.codec import describe
+from fusion.settings import Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_RESULT = 0, 1, 2, 3
+
+
+def build_request(args: argparse.Namespace) -> FusionRequest:
+    messages = [ChatMessage(role="user", content=args.question)]
+    if args.system:
+        messages.insert(0, ChatMessage(role="system", content=args.system))
+    policy = {
+        key: value
+        for key, value in {"quorum": args.quorum, "grace_s": args.grace, "deadline_s": args.deadline}.items()
+        if value is not None
+    }
+    panel = [ModelSpec(model=name.strip()) for name in args.panel.split(",")] if args.panel else None
+    return FusionRequest(
+        messages=messages,
+        preset=args.preset,
+        panel=panel,
+        judge=ModelSpec(model=args.judge) if args.judge else None,
+        policy=Policy(**policy),
+    )
+
+
+class Progress:
+    """One status line on stderr: members answered, elapsed time."""
+
+    def __init__(self, members: int | None) -> None:
+        self.members = members
+        self.answers: list[PanelAnswer] = []
+        self.started = time.monotonic()
+
+    def on_answer(self, answer: PanelAnswer) -> None:
+        self.answers.append(answer)
+
+    def line(self) -> Text:
+        elapsed = time.monotonic() - self.started
+        total = f"/{self.members}" if self.members else ""
+        failed = sum(1 for answer in self.answers if answer.status != "ok")
+        extra = f", {failed} failed" if failed else ""
+        return Text(f"⏳ members answered {len(self.answers)}{total}{extra} · {elapsed:5.1f} s", style="cyan")
+
+
+async def _ask(request: FusionRequest, settings: Settings, show_progress: bool) -> FusedResult:
+    progress = Progress(len(request.panel) if request.panel else None)
+    async with FusionClient(settings, watch_answers=show_progress) as client:
+        if not show_progress:
+            return await client.fuse(request)
+        console = Console(stderr=True)
+        with Live(progress.line(), console=console, refresh_per_second=10, transient=True) as live:
+            task = asyncio.create_task(client.fuse(request, on_answer=progress.on_answer))
+            while not task.done():
+                live.update(progress.line())
+                await asyncio.wait({task}, timeout=0.1)
+            return await task
+
+
+def run_ask(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        request = build_request(args)
+    except ValidationError as error:
+        print(f"fusion ask: invalid request: {describe(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    show_progress = not args.json and sys.stderr.isatty()
+    try:
+        result = asyncio.run(_ask(request, settings, show_progress))
+    except TimeoutError:
+        print(
+            f"fusion ask: no result for {request.request_id} within the deadline;"
+            " are the services up? (make up)",
+            file=sys.stderr,
+        )
+        return EXIT_NO_RESULT
+    except (KafkaConnectionError, KafkaError, RuntimeError) as error:
+        print(
+            f"fusion ask: cannot use Kafka at {settings.kafka_bootstrap}: {error} (make up)", file=sys.stderr
+        )
+        return EXIT_NO_RESULT
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        render_result(result, Console())
+    return EXIT_OK if result.status in ("complete", "partial") else EXIT_FAILED

@@ -1,0 +1,30 @@
+"""`fusion models`: the catalog as tables."""
+
+from rich.console import Console
+from rich.table import Table
+
+from fusion.catalog import Catalog
+from fusion.models import missing_key
+
+
+def print_catalog(catalog: Catalog, console: Console | None = None) -> None:
+    console = console or Console()
+    models = Table(title="Models")
+    for column in ("name", "provider", "upstream id", "$/Mtok in", "$/Mtok out", "key"):
+        models.add_column(column)
+    for name, model in sorted(catalog.models.items()):
+        provider = catalog.providers[model.provider]
+        env_var = missing_key(provider)
+        key = f"missing: set {env_var}" if env_var else ("set" if provider.key_env else "not needed")
+        models.add_row(
+            name, model.provider, model.id, str(model.input_usd_per_mtok), str(model.output_usd_per_mtok), key
+        )
+    console.print(models)
+    presets = Table(title="Presets")
+    for column in ("preset", "panel", "judge", "description"):
+        presets.add_column(column)
+    for name, preset in sorted(catalog.presets.items()):
+        marker = " (default)" if name == catalog.default_preset else ""
+        panel = ", ".join(spec.model for spec in preset.panel)
+        presets.add_row(name + marker, panel, preset.judge.model, preset.description)
+    console.print(presets)

@@ -1,0 +1,114 @@
+"""`fusion serve | ask | topics create | models | schemas`."""
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+
+from faststream.asgi import AsgiFastStream
+
+from fusion.catalog import Catalog, CatalogError, load_catalog
+from fusion.settings import Settings
+
+EXIT_USAGE = 2
+
+
+def _serve(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> int:
+    from fusion.dispatcher.app import create_app as dispatcher
+    from fusion.judge.app import create_app as judge
+    from fusion.panel_worker.app import create_app as panel_worker
+    from fusion.runtime import serve
+
+    factories: dict[str, Callable[[Settings, Catalog], AsgiFastStream]] = {
+        "dispatcher": dispatcher,
+        "panel-worker": panel_worker,
+        "judge": judge,
+    }
+    serve(factories[args.service](settings, catalog), settings, args.service)
+    return 0
+
+
+def _topics(args: argparse.Namespace, settings: Settings, _catalog: Catalog) -> int:
+    from fusion.kafka.admin import create_topics
+
+    outcome = asyncio.run(create_topics(settings))
+    for name, state in outcome.items():
+        print(f"{name}: {state}")
+    return 0
+
+
+def _models(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> int:
+    from fusion.cli.listing import print_catalog
+
+    print_catalog(catalog)
+    return 0
+
+
+def _schemas(args: argparse.Namespace, settings: Settings, _catalog: Catalog) -> int:
+    from fusion.schemas import SCHEMA_DIR, stale_schemas, write_schemas
+
+    if args.check:
+        stale = stale_schemas()
+        for name in stale:
+            print(f"stale: {SCHEMA_DIR / name}", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_schemas():
+        print(path)
+    return 0
+
+
+def _ask(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> int:
+    from fusion.cli.ask import run_ask
+
+    return run_ask(args, settings)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="fusion", description="A panel of models, a judge, one fused answer.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run one service in this process")
+    serve.add_argument("service", choices=["dispatcher", "panel-worker", "judge"])
+    serve.set_defaults(run=_serve)
+
+    ask = commands.add_parser("ask", help="fuse one question and print the result")
+    ask.add_argument("question")
+    group = ask.add_mutually_exclusive_group()
+    group.add_argument("--preset", help="a catalog preset (default: the catalog's default)")
+    group.add_argument("--panel", help="comma-separated catalog model names, e.g. a,b,c")
+    ask.add_argument("--judge", help="the judge model (default: the preset's)")
+    ask.add_argument("--system", help="a system message for every member")
+    ask.add_argument("--quorum", type=int, help="answers needed before the straggler grace starts")
+    ask.add_argument("--grace", type=float, help="seconds to wait for stragglers once quorum is in")
+    ask.add_argument("--deadline", type=float, help="seconds until the fused result is due")
+    ask.add_argument("--json", action="store_true", help="print only the FusedResult as JSON on stdout")
+    ask.set_defaults(run=_ask)
+
+    topics = commands.add_parser("topics", help="Kafka topics")
+    topic_commands = topics.add_subparsers(dest="topics_command", required=True)
+    create = topic_commands.add_parser("create", help="create Fusion's topics (idempotent)")
+    create.set_defaults(run=_topics)
+
+    models = commands.add_parser("models", help="list the catalog's models and presets")
+    models.set_defaults(run=_models)
+
+    schemas = commands.add_parser("schemas", help="write the contracts' JSON Schemas")
+    schemas.add_argument("--check", action="store_true", help="exit 1 if the committed schemas are stale")
+    schemas.set_defaults(run=_schemas)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    try:
+        catalog = load_catalog(settings.catalog)
+    except CatalogError as error:
+        print(f"fusion: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    code: int = args.run(args, settings, catalog)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

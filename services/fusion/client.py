@@ -1,0 +1,71 @@
+"""Submitting requests and receiving their results over Kafka: for the CLI, tests and other services."""
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from types import TracebackType
+
+from fusion_contracts import FusedResult, FusionRequest, PanelAnswer, PanelPlan, topics
+
+from fusion.kafka.broker import Outbox, build_broker
+from fusion.kafka.tap import answer_watcher, result_waiter
+from fusion.settings import Settings
+
+RESULT_MARGIN_S = 10.0
+"""How long past a request's deadline a client waits before it gives up on the result."""
+
+
+class FusionClient:
+    """`async with FusionClient(settings) as client: result = await client.fuse(request)`."""
+
+    def __init__(self, settings: Settings, watch_answers: bool = False) -> None:
+        self._broker = build_broker(settings, f"fusion-client-{settings.instance_id}")
+        self._outbox = Outbox(self._broker)
+        self.results = result_waiter(settings.kafka_bootstrap)
+        self._answers = answer_watcher(settings.kafka_bootstrap) if watch_answers else None
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> "FusionClient":
+        async with contextlib.AsyncExitStack() as stack:
+            await self._broker.start()
+            stack.push_async_callback(self._broker.stop)
+            await stack.enter_async_context(self.results)
+            if self._answers is not None:
+                await stack.enter_async_context(self._answers)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    async def submit(
+        self, request: FusionRequest, on_answer: Callable[[PanelAnswer], None] | None = None
+    ) -> "asyncio.Future[FusedResult]":
+        """Publishes the request; the future completes with its result."""
+        future = self.results.expect(request.request_id)
+        if on_answer is not None and self._answers is not None:
+            callback = on_answer
+
+            def forward(message: PanelPlan | PanelAnswer) -> None:
+                if isinstance(message, PanelAnswer):
+                    callback(message)
+
+            self._answers.listen(request.request_id, forward)
+        await self._outbox.send(topics.REQUESTS, request, topics.request_key(request.request_id))
+        return future
+
+    async def fuse(
+        self,
+        request: FusionRequest,
+        on_answer: Callable[[PanelAnswer], None] | None = None,
+        timeout_s: float | None = None,
+    ) -> FusedResult:
+        await self.submit(request, on_answer)
+        wait_s = timeout_s if timeout_s is not None else request.policy.deadline_s + RESULT_MARGIN_S
+        try:
+            return await self.results.wait(request.request_id, wait_s)
+        finally:
+            if self._answers is not None:
+                self._answers.forget(request.request_id)

@@ -1,0 +1,1 @@
+"""The dispatcher: validates a request, resolves its panel, publishes the plan and one task per member."""

@@ -1,0 +1,101 @@
+"""The dispatcher service: `fusion.requests` in; plan to `fusion.answers`, tasks to `fusion.tasks`."""
+
+import asyncio
+import json
+
+import structlog
+from faststream.asgi import AsgiFastStream
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.middlewares import AckPolicy
+from fusion_contracts import FusionRequest, limits, topics
+from fusion_contracts.common import utc_now
+from pydantic import TypeAdapter
+
+from fusion.catalog import Catalog
+from fusion.dispatcher.planning import Rejection, plan_request, rejected_result
+from fusion.kafka.broker import Outbox, build_broker
+from fusion.kafka.dead_letters import Inbox, Invalid
+from fusion.runtime import service_app
+from fusion.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+_REQUEST: TypeAdapter[FusionRequest] = TypeAdapter(FusionRequest)
+
+
+def _recoverable_request_id(raw: bytes | None) -> str | None:
+    """The request id of a message that failed validation, when it still has a usable one."""
+    try:
+        data = json.loads(raw or b"")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    request_id = data.get("request_id") if isinstance(data, dict) else None
+    if (
+        isinstance(request_id, str)
+        and 0 < len(request_id) <= limits.MAX_ID_CHARS
+        and request_id.isprintable()
+    ):
+        return request_id
+    return None
+
+
+class Dispatcher:
+    def __init__(self, catalog: Catalog, outbox: Outbox) -> None:
+        self._catalog = catalog
+        self._outbox = outbox
+
+    async def handle(self, request: FusionRequest) -> None:
+        now = utc_now()
+        outcome = plan_request(request, self._catalog, now)
+        key = topics.request_key(request.request_id)
+        if isinstance(outcome, Rejection):
+            log.info("request rejected", request_id=request.request_id, error=outcome.error)
+            result = rejected_result(request.request_id, request.submitted_at, outcome.error, now)
+            reply_to = request.reply_to
+            await self._outbox.send(
+                reply_to.topic if reply_to else topics.RESULTS,
+                result,
+                key,
+                reply_to.partition if reply_to else None,
+            )
+            return
+        # The plan goes first, and is acknowledged, before any task exists: so on the request's
+        # answers partition the judge always reads the plan ahead of the answers.
+        await self._outbox.send(topics.ANSWERS, outcome.plan, key)
+        await asyncio.gather(
+            *(
+                self._outbox.send(topics.TASKS, task, topics.task_key(task.request_id, task.member_index))
+                for task in outcome.tasks
+            )
+        )
+        log.info("request dispatched", request_id=request.request_id, members=len(outcome.tasks))
+
+    async def reject_invalid(self, raw: bytes | None, error: str) -> None:
+        request_id = _recoverable_request_id(raw)
+        if request_id is None:
+            return
+        now = utc_now()
+        result = rejected_result(request_id, now, f"invalid request: {error}", now)
+        await self._outbox.send(topics.RESULTS, result, topics.request_key(request_id))
+
+
+def register(broker: KafkaBroker, catalog: Catalog) -> Dispatcher:
+    inbox = Inbox(broker, "dispatcher")
+    dispatcher = Dispatcher(catalog, Outbox(broker))
+
+    # ACK: the offset is committed only after the plan and tasks are published.
+    @broker.subscriber(topics.REQUESTS, group_id="fusion-dispatcher", ack_policy=AckPolicy.ACK)
+    async def on_request(message: KafkaMessage) -> None:
+        request = await inbox.decode(message, _REQUEST)
+        if isinstance(request, Invalid):
+            await dispatcher.reject_invalid(message.raw_message.value, request.error)  # type: ignore[union-attr]
+            return
+        await dispatcher.handle(request)
+
+    return dispatcher
+
+
+def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
+    broker = build_broker(settings, f"fusion-dispatcher-{settings.instance_id}")
+    register(broker, catalog)
+    return service_app(broker)

@@ -1,0 +1,93 @@
+"""From a request to a plan and its tasks: pure, no I/O."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from fusion_contracts import FusedResult, FusionRequest, ModelSpec, PanelPlan, PanelTask, Timings
+
+from fusion.catalog import Catalog, CatalogError
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    plan: PanelPlan
+    tasks: list[PanelTask]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    error: str
+
+
+def _resolve_panel(request: FusionRequest, catalog: Catalog) -> tuple[list[ModelSpec], ModelSpec, int | None]:
+    if request.panel is not None:
+        preset = catalog.preset(catalog.default_preset)
+        members = request.panel
+        quorum = None
+    else:
+        preset = catalog.preset(request.preset or catalog.default_preset)
+        members = preset.panel
+        quorum = preset.quorum
+    judge = request.judge or preset.judge
+    for spec in [*members, judge]:
+        catalog.model(spec.model)
+    return members, judge, quorum
+
+
+def plan_request(request: FusionRequest, catalog: Catalog, now: datetime) -> Dispatch | Rejection:
+    try:
+        members, judge, preset_quorum = _resolve_panel(request, catalog)
+    except CatalogError as error:
+        return Rejection(str(error))
+
+    quorum = request.policy.quorum or preset_quorum or len(members)
+    if quorum > len(members):
+        return Rejection(f"quorum {quorum} is larger than the panel of {len(members)}")
+
+    # The deadline runs from submission; a client clock ahead of ours must not extend it.
+    start = min(request.submitted_at, now)
+    deadline_at = start + timedelta(seconds=request.policy.deadline_s)
+    panel_deadline_at = deadline_at - timedelta(
+        seconds=request.policy.deadline_s * request.policy.judge_share
+    )
+    if panel_deadline_at <= now:
+        return Rejection(f"the request waited past its panel deadline ({panel_deadline_at.isoformat()})")
+
+    plan = PanelPlan(
+        request_id=request.request_id,
+        messages=request.messages,
+        members=members,
+        judge=judge,
+        quorum=quorum,
+        grace_s=request.policy.grace_s,
+        panel_deadline_at=panel_deadline_at,
+        deadline_at=deadline_at,
+        submitted_at=request.submitted_at,
+        dispatched_at=now,
+        reply_to=request.reply_to,
+    )
+    tasks = [
+        PanelTask(
+            request_id=request.request_id,
+            member_index=index,
+            member=member,
+            messages=request.messages,
+            deadline_at=panel_deadline_at,
+            dispatched_at=now,
+        )
+        for index, member in enumerate(members)
+    ]
+    return Dispatch(plan, tasks)
+
+
+def rejected_result(request_id: str, submitted_at: datetime, error: str, now: datetime) -> FusedResult:
+    return FusedResult(
+        request_id=request_id,
+        status="rejected",
+        error=error,
+        timings=Timings(
+            submitted_at=submitted_at,
+            completed_at=now,
+            total_ms=max((now - submitted_at).total_seconds() * 1000, 0.0),
+        ),
+    )

@@ -1,0 +1,154 @@
+"""The judge service: gathers `fusion.answers` by request id, releases, fuses, publishes the result."""
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+import structlog
+from faststream.asgi import AsgiFastStream
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.middlewares import AckPolicy
+from fusion_contracts import AnswersMessage, PanelAnswer, PanelPlan, ReleaseReason, topics
+from fusion_contracts.common import utc_now
+from pydantic import TypeAdapter
+
+from fusion.catalog import Catalog
+from fusion.clock import seconds_until
+from fusion.judge.fusing import Judge
+from fusion.judge.gathering import Gathering, Gatherings
+from fusion.kafka.broker import Outbox, build_broker
+from fusion.kafka.dead_letters import Inbox, Invalid
+from fusion.models import CompletesChat, ModelRouter
+from fusion.runtime import service_app
+from fusion.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+_ANSWERS: TypeAdapter[PanelPlan | PanelAnswer] = TypeAdapter(AnswersMessage)
+
+
+class JudgeService:
+    """Holds open requests in memory; a timer per request wakes it at its next release instant."""
+
+    def __init__(self, models: CompletesChat, outbox: Outbox, concurrency: int, stale_after_s: float) -> None:
+        self._judge = Judge(models)
+        self._outbox = outbox
+        self._gatherings = Gatherings()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._fusing: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._stale_after = timedelta(seconds=stale_after_s)
+
+    @property
+    def open_requests(self) -> int:
+        return len(self._gatherings)
+
+    async def on_message(self, message: PanelPlan | PanelAnswer) -> None:
+        gathering = self._gatherings.add(message, utc_now())
+        if gathering is None:
+            log.debug("late message for a released request", request_id=message.request_id)
+            return
+        self._check(gathering)
+
+    def _check(self, gathering: Gathering) -> None:
+        reason = gathering.release_reason(utc_now())
+        if reason is not None:
+            self._release(gathering.request_id, reason)
+            return
+        wake_at = gathering.wake_at()
+        if wake_at is not None:
+            self._arm(gathering.request_id, seconds_until(wake_at))
+
+    def _arm(self, request_id: str, delay_s: float) -> None:
+        if timer := self._timers.pop(request_id, None):
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[request_id] = loop.call_later(max(delay_s, 0.0), self._on_timer, request_id)
+
+    def _on_timer(self, request_id: str) -> None:
+        self._timers.pop(request_id, None)
+        if gathering := self._gatherings.get(request_id):
+            self._check(gathering)
+
+    def _release(self, request_id: str, reason: ReleaseReason) -> None:
+        if timer := self._timers.pop(request_id, None):
+            timer.cancel()
+        gathering = self._gatherings.release(request_id)
+        if gathering is None or gathering.plan is None:
+            return
+        task = asyncio.create_task(self._fuse(gathering, reason))
+        self._fusing.add(task)
+        task.add_done_callback(self._fusing.discard)
+
+    async def _fuse(self, gathering: Gathering, reason: ReleaseReason) -> None:
+        plan = gathering.plan
+        assert plan is not None
+        released_at = utc_now()
+        log.info(
+            "request released", request_id=plan.request_id, reason=reason, answers=len(gathering.answers)
+        )
+        async with self._slots:
+            result = await self._judge.fuse(plan, gathering.answers, reason, released_at)
+        reply_to = plan.reply_to
+        await self._outbox.send(
+            reply_to.topic if reply_to else topics.RESULTS,
+            result,
+            topics.request_key(plan.request_id),
+            reply_to.partition if reply_to else None,
+        )
+        log.info(
+            "result published",
+            request_id=plan.request_id,
+            status=result.status,
+            source=result.answer_source,
+            total_ms=round(result.timings.total_ms),
+        )
+
+    def sweep(self) -> None:
+        for request_id in self._gatherings.drop_stale(utc_now() - self._stale_after):
+            log.warning("dropped answers whose plan never arrived", request_id=request_id)
+
+    async def drain(self, timeout_s: float) -> None:
+        if self._fusing:
+            await asyncio.wait(set(self._fusing), timeout=timeout_s)
+
+
+def register(broker: KafkaBroker, models: CompletesChat, settings: Settings) -> JudgeService:
+    inbox = Inbox(broker, "judge")
+    service = JudgeService(models, Outbox(broker), settings.judge_concurrency, settings.judge_stale_s)
+
+    # The state lives in memory: a judge that crashes loses its open requests (the reliability
+    # work replaces this with committed state). The handler itself never waits on a model call.
+    @broker.subscriber(topics.ANSWERS, group_id="fusion-judges", ack_policy=AckPolicy.ACK_FIRST)
+    async def on_answer(message: KafkaMessage) -> None:
+        decoded = await inbox.decode(message, _ANSWERS)
+        if isinstance(decoded, Invalid):
+            return
+        await service.on_message(decoded)
+
+    return service
+
+
+def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
+    broker = build_broker(settings, f"fusion-judge-{settings.instance_id}")
+    models = ModelRouter(catalog)
+    service = register(broker, models, settings)
+    sweeper: list[asyncio.Task[None]] = []
+
+    async def sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(60)
+            service.sweep()
+
+    async def start() -> None:
+        sweeper.append(asyncio.create_task(sweep_forever()))
+
+    async def stop() -> None:
+        for task in sweeper:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await service.drain(timeout_s=25.0)
+        await models.aclose()
+
+    return service_app(broker, on_startup=[start], on_shutdown=[stop])

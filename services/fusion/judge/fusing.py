@@ -1,0 +1,207 @@
+"""From a released gathering to exactly one `FusedResult`: analysis, then the final answer.
+
+Model calls go through an injected `CompletesChat`; everything else is plain code. Whatever fails,
+`fuse` returns a result: zero answers give `failed` with every member's reason, a failed judge gives
+the most central panel answer, flagged with `answer_source="best_member"`.
+"""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from fusion_contracts import (
+    Analysis,
+    CallStatus,
+    FusedResult,
+    JudgeOutcome,
+    MemberOutcome,
+    PanelAnswer,
+    PanelPlan,
+    ReleaseReason,
+    Timings,
+    Usage,
+    UsageSummary,
+)
+from fusion_contracts.common import utc_now
+
+from fusion.clock import seconds_until
+from fusion.judge.best_answer import most_central
+from fusion.judge.prompts import (
+    AnalysisError,
+    analysis_messages,
+    analysis_schema,
+    final_messages,
+    label_answers,
+    parse_analysis,
+)
+from fusion.models import CompletesChat, ModelError
+
+ANALYSIS_SHARE = 0.5
+"""Of the time left for the judge, the analysis may take at most this share."""
+
+
+def _ms(start: datetime, end: datetime) -> float:
+    return max((end - start).total_seconds() * 1000, 0.0)
+
+
+def member_outcomes(plan: PanelPlan, answers: dict[int, PanelAnswer]) -> list[MemberOutcome]:
+    outcomes = []
+    for index, spec in enumerate(plan.members):
+        answer = answers.get(index)
+        if answer is None:
+            outcomes.append(
+                MemberOutcome(
+                    index=index, model=spec.model, status="timeout", error="no answer by the deadline"
+                )
+            )
+            continue
+        outcomes.append(
+            MemberOutcome(
+                index=index,
+                model=answer.model,
+                status=answer.status,
+                text=answer.text,
+                error=answer.error,
+                usage=answer.usage,
+                latency_ms=answer.latency_ms,
+            )
+        )
+    return outcomes
+
+
+def usage_summary(members: list[MemberOutcome], judge: JudgeOutcome | None) -> UsageSummary:
+    by_model: dict[str, Usage] = {}
+    calls = [(member.model, member.usage) for member in members]
+    if judge is not None:
+        calls.append((judge.model, judge.usage))
+    for model, usage in calls:
+        by_model[model] = by_model.get(model, Usage()) + usage
+    return UsageSummary(by_model=by_model, total=sum(by_model.values(), Usage()))
+
+
+def failure_reason(members: list[MemberOutcome]) -> str:
+    reasons = "; ".join(f"member {m.index} ({m.model}): {m.status}: {m.error or 'no text'}" for m in members)
+    return f"no panel member answered. {reasons}"
+
+
+@dataclass
+class _JudgeRun:
+    analysis: Analysis | None = None
+    analysis_error: str | None = None
+    answer: str | None = None
+    status: CallStatus = "ok"
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    latency_ms: float = 0.0
+
+
+class Judge:
+    def __init__(self, models: CompletesChat) -> None:
+        self._models = models
+
+    async def fuse(
+        self, plan: PanelPlan, answers: dict[int, PanelAnswer], release: ReleaseReason, released_at: datetime
+    ) -> FusedResult:
+        members = member_outcomes(plan, answers)
+        usable = {m.index: m.text for m in members if m.status == "ok" and m.text}
+        if not usable:
+            return self._result(
+                plan, release, released_at, members, status="failed", error=failure_reason(members)
+            )
+
+        run = await self._judge(plan, usable)
+        judge = JudgeOutcome(
+            model=plan.judge.model,
+            status=run.status,
+            error=run.error,
+            analysis_error=run.analysis_error,
+            usage=run.usage,
+            latency_ms=run.latency_ms,
+        )
+        all_ok = len(usable) == len(plan.members) and run.answer is not None
+        if run.answer is not None:
+            answer, source = run.answer, "judge"
+        else:
+            indices = sorted(usable)
+            best = indices[most_central([usable[index] for index in indices])]
+            answer, source = usable[best], "best_member"
+        return self._result(
+            plan,
+            release,
+            released_at,
+            members,
+            status="complete" if all_ok else "partial",
+            answer=answer,
+            answer_source=source,
+            analysis=run.analysis,
+            judge=judge,
+        )
+
+    async def _judge(self, plan: PanelPlan, usable: dict[int, str]) -> _JudgeRun:
+        run = _JudgeRun()
+        started = time.perf_counter()
+        labelled = label_answers(plan.request_id, usable)
+        try:
+            budget = seconds_until(plan.deadline_at) * ANALYSIS_SHARE
+            if budget <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(budget):
+                reply = await self._models.complete(
+                    plan.judge, analysis_messages(plan.request_id, plan.messages, labelled), analysis_schema()
+                )
+            run.usage += reply.usage
+            run.analysis = parse_analysis(reply.text)
+        except TimeoutError:
+            run.analysis_error = "the analysis took longer than its share of the deadline"
+        except (ModelError, AnalysisError) as error:
+            run.analysis_error = str(error)[:2000]
+
+        try:
+            remaining = seconds_until(plan.deadline_at)
+            if remaining <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(remaining):
+                reply = await self._models.complete(
+                    plan.judge, final_messages(plan.request_id, plan.messages, labelled, run.analysis)
+                )
+            run.usage += reply.usage
+            if reply.text.strip():
+                run.answer = reply.text.strip()
+            else:
+                run.status, run.error = "error", "the judge returned an empty answer"
+        except TimeoutError:
+            run.status, run.error = "timeout", "the judge did not answer before the deadline"
+        except ModelError as error:
+            run.status, run.error = "error", str(error)[:2000]
+        run.latency_ms = (time.perf_counter() - started) * 1000
+        return run
+
+    @staticmethod
+    def _result(
+        plan: PanelPlan,
+        release: ReleaseReason,
+        released_at: datetime,
+        members: list[MemberOutcome],
+        **fields: object,
+    ) -> FusedResult:
+        now = utc_now()
+        judge = fields.get("judge")
+        return FusedResult.model_validate(
+            {
+                "request_id": plan.request_id,
+                "release": release,
+                "members": members,
+                "usage": usage_summary(members, judge if isinstance(judge, JudgeOutcome) else None),
+                "answered": sum(1 for member in members if member.status == "ok"),
+                "timings": Timings(
+                    submitted_at=plan.submitted_at,
+                    released_at=released_at,
+                    completed_at=now,
+                    total_ms=_ms(plan.submitted_at, now),
+                    panel_ms=_ms(plan.submitted_at, released_at),
+                    judge_ms=_ms(released_at, now),
+                ),
+                **fields,
+            }
+        )

@@ -1,0 +1,65 @@
+"""Messages a consumer cannot use go to `fusion.dlq` with the reason; the consumer goes on."""
+
+import base64
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+from faststream.kafka import KafkaBroker, KafkaMessage
+from fusion_contracts import DeadLetter, limits, topics
+from fusion_contracts.common import utc_now
+from pydantic import TypeAdapter
+
+from fusion.kafka.codec import DecodeError, decode, encode
+
+T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
+
+
+def dead_letter_for(record: Any, service: str, error: str) -> DeadLetter:
+    """A `DeadLetter` for an aiokafka `ConsumerRecord` (or anything with its fields)."""
+    raw: bytes = record.value if isinstance(record.value, bytes) else b""
+    key: bytes | None = record.key
+    return DeadLetter(
+        topic=record.topic,
+        partition=max(record.partition, 0),
+        offset=max(record.offset, 0),
+        key=key.decode("utf-8", errors="replace") if key is not None else None,
+        service=service,
+        error=error,
+        raw_base64=base64.b64encode(raw[: limits.MAX_DEAD_LETTER_RAW_BYTES]).decode(),
+        raw_size=len(raw),
+        raw_truncated=len(raw) > limits.MAX_DEAD_LETTER_RAW_BYTES,
+        failed_at=utc_now(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A consumed message that was dead-lettered, and why."""
+
+    error: str
+
+
+class Inbox:
+    """Decodes consumed messages; what does not decode is dead-lettered and returned as `Invalid`."""
+
+    def __init__(self, broker: KafkaBroker, service: str) -> None:
+        self._broker = broker
+        self._service = service
+
+    async def decode(self, message: KafkaMessage, adapter: TypeAdapter[T]) -> T | Invalid:
+        record = message.raw_message
+        try:
+            return decode(adapter, record.value)  # type: ignore[union-attr]
+        except DecodeError as error:
+            await self.dead_letter(message, str(error))
+            return Invalid(str(error))
+
+    async def dead_letter(self, message: KafkaMessage, error: str) -> None:
+        letter = dead_letter_for(message.raw_message, self._service, error)
+        log.warning(
+            "dead letter", topic=letter.topic, partition=letter.partition, offset=letter.offset, error=error
+        )
+        await self._broker.publish(encode(letter), topic=topics.DLQ, key=message.raw_message.key)  # type: ignore[union-attr]

@@ -1,0 +1,143 @@
+"""Listening to a topic from its end without a consumer group, so every listener sees every message.
+
+This is how a client (the CLI, a test, later the gateway) receives results: it taps the results topic
+*before* publishing its request, and routes each result to the future waiting for that request id.
+FastStream's `broker.request()` works only on its in-memory test broker, so the correlation is ours.
+"""
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import structlog
+from aiokafka import AIOKafkaConsumer
+from fusion_contracts import AnswersMessage, FusedResult, PanelAnswer, PanelPlan, topics
+from pydantic import TypeAdapter
+
+from fusion.kafka.codec import DecodeError, decode
+
+T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
+
+
+class TopicTap:
+    """Calls `on_record` for every record published to `topic` after `start()` returns."""
+
+    def __init__(self, bootstrap: str, topic: str, on_record: Callable[[Any], None]) -> None:
+        self._topic = topic
+        self._on_record = on_record
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, timeout_s: float = 15.0) -> None:
+        await self._consumer.start()
+        try:
+            # Without a group, subscribing assigns every partition once the metadata has arrived.
+            self._consumer.subscribe([self._topic])
+            async with asyncio.timeout(timeout_s):
+                while not self._consumer.assignment():
+                    await asyncio.sleep(0.05)
+            partitions = sorted(self._consumer.assignment())
+            await self._consumer.seek_to_end(*partitions)
+            for partition in partitions:  # resolve the end offsets now, before the caller publishes
+                await self._consumer.position(partition)
+        except TimeoutError:
+            await self._consumer.stop()
+            raise RuntimeError(
+                f"topic {self._topic} has no partitions after {timeout_s:.0f} s; run `fusion topics create`"
+            ) from None
+        except BaseException:
+            await self._consumer.stop()
+            raise
+        self._task = asyncio.create_task(self._run(), name=f"tap:{self._topic}")
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    self._on_record(record)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+
+class Correlator(Generic[T]):
+    """Routes decoded messages of a tapped topic to whoever registered for their request id."""
+
+    def __init__(self, bootstrap: str, topic: str, adapter: TypeAdapter[T], request_id: Callable[[T], str]):
+        self._adapter = adapter
+        self._request_id = request_id
+        self._futures: dict[str, asyncio.Future[T]] = {}
+        self._listeners: dict[str, Callable[[T], None]] = {}
+        self.seen: Counter[str] = Counter()
+        self._tap = TopicTap(bootstrap, topic, self._on_record)
+
+    async def __aenter__(self) -> "Correlator[T]":
+        await self._tap.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._tap.stop()
+        for future in self._futures.values():
+            future.cancel()
+
+    def _on_record(self, record: Any) -> None:
+        try:
+            message = decode(self._adapter, record.value)
+        except DecodeError as error:
+            log.warning("undecodable message on tapped topic", topic=record.topic, error=str(error))
+            return
+        request_id = self._request_id(message)
+        self.seen[request_id] += 1
+        if listener := self._listeners.get(request_id):
+            listener(message)
+        future = self._futures.get(request_id)
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    def expect(self, request_id: str) -> "asyncio.Future[T]":
+        """Registers interest in the first message for `request_id`; call before publishing."""
+        future = self._futures.get(request_id)
+        if future is None:
+            future = self._futures[request_id] = asyncio.get_running_loop().create_future()
+        return future
+
+    def listen(self, request_id: str, listener: Callable[[T], None]) -> None:
+        """Calls `listener` for every message for `request_id`."""
+        self._listeners[request_id] = listener
+
+    def forget(self, request_id: str) -> None:
+        self._futures.pop(request_id, None)
+        self._listeners.pop(request_id, None)
+
+    async def wait(self, request_id: str, timeout_s: float) -> T:
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.expect(request_id)), timeout_s)
+        finally:
+            self.forget(request_id)
+
+
+_RESULT: TypeAdapter[FusedResult] = TypeAdapter(FusedResult)
+_ANSWERS: TypeAdapter[PanelPlan | PanelAnswer] = TypeAdapter(AnswersMessage)
+
+
+def result_waiter(bootstrap: str, topic: str = topics.RESULTS) -> Correlator[FusedResult]:
+    return Correlator(bootstrap, topic, _RESULT, lambda result: result.request_id)
+
+
+def answer_watcher(bootstrap: str) -> Correlator[PanelPlan | PanelAnswer]:
+    """Plans and answers of requests, for showing progress."""
+    return Correlator(bootstrap, topics.ANSWERS, _ANSWERS, lambda message: message.request_id)

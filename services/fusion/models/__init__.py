@@ -1,0 +1,26 @@
+"""Model adapters: one per API shape, picked from a registry by the catalog's `api` field."""
+
+from fusion.models.base import ChatModel, CompletesChat, ModelCall, ModelReply
+from fusion.models.errors import (
+    ModelConfigError,
+    ModelError,
+    ModelHTTPError,
+    ModelResponseError,
+    ModelUnavailable,
+)
+from fusion.models.registry import ADAPTERS, ModelRouter, missing_key
+
+__all__ = [
+    "ADAPTERS",
+    "ChatModel",
+    "CompletesChat",
+    "ModelCall",
+    "ModelConfigError",
+    "ModelError",
+    "ModelHTTPError",
+    "ModelReply",
+    "ModelResponseError",
+    "ModelRouter",
+    "ModelUnavailable",
+    "missing_key",
+]

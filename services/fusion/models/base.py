@@ -1,0 +1,63 @@
+"""What every model adapter takes and returns, independent of the provider's API shape."""
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from fusion_contracts import ChatMessage, ModelSpec, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCall:
+    upstream_id: str
+    messages: list[ChatMessage]
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    json_schema: dict[str, Any] | None = None
+    """Ask for a JSON reply that follows this schema, where the provider supports it."""
+
+    @classmethod
+    def for_spec(
+        cls,
+        upstream_id: str,
+        spec: ModelSpec,
+        messages: list[ChatMessage],
+        json_schema: dict[str, Any] | None = None,
+    ) -> "ModelCall":
+        if spec.system_prompt:
+            messages = [ChatMessage(role="system", content=spec.system_prompt), *messages]
+        return cls(
+            upstream_id=upstream_id,
+            messages=messages,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            max_tokens=spec.max_tokens,
+            seed=spec.seed,
+            json_schema=json_schema,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReply:
+    text: str
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: Decimal | None = None
+    """The cost the provider reported, when it reports one."""
+
+
+class ChatModel(Protocol):
+    """One provider's chat API. Implementations raise `ModelError` subclasses, never a raw httpx error."""
+
+    async def complete(self, call: ModelCall) -> ModelReply: ...
+
+    async def aclose(self) -> None: ...
+
+
+class CompletesChat(Protocol):
+    """Anything that calls a catalog model by its spec: the `ModelRouter`, or a fake in tests."""
+
+    async def complete(
+        self, spec: ModelSpec, messages: list[ChatMessage], json_schema: dict[str, Any] | None = None
+    ) -> ModelReply: ...

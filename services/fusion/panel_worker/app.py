@@ -1,0 +1,93 @@
+"""The panel worker service: `fusion.tasks` in, `fusion.answers` out, many model calls at once."""
+
+import structlog
+from faststream.asgi import AsgiFastStream
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.middlewares import AckPolicy
+from fusion_contracts import PanelAnswer, PanelTask, topics
+from fusion_contracts.common import utc_now
+from pydantic import TypeAdapter
+
+from fusion.catalog import Catalog
+from fusion.concurrency import BoundedPool
+from fusion.kafka.broker import Outbox, build_broker
+from fusion.kafka.dead_letters import Inbox, Invalid
+from fusion.models import CompletesChat, ModelRouter
+from fusion.panel_worker.calls import answer_task
+from fusion.runtime import service_app
+from fusion.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+_TASK: TypeAdapter[PanelTask] = TypeAdapter(PanelTask)
+
+
+class PanelWorker:
+    def __init__(self, models: CompletesChat, outbox: Outbox, concurrency: int, worker: str) -> None:
+        self._models = models
+        self._outbox = outbox
+        self._worker = worker
+        self.pool = BoundedPool(concurrency)
+
+    async def accept(self, task: PanelTask) -> None:
+        """Returns once the call has started, so one partition's tasks run side by side."""
+        await self.pool.submit(self._run(task))
+
+    async def _run(self, task: PanelTask) -> None:
+        try:
+            answer = await answer_task(task, self._models, self._worker)
+        except Exception as error:
+            log.exception("panel call crashed", request_id=task.request_id, member=task.member_index)
+            answer = _crashed(task, self._worker, error)
+        log.info(
+            "member answered",
+            request_id=task.request_id,
+            member=task.member_index,
+            model=task.member.model,
+            status=answer.status,
+            latency_ms=round(answer.latency_ms),
+        )
+        await self._outbox.send(topics.ANSWERS, answer, topics.request_key(task.request_id))
+
+
+def _crashed(task: PanelTask, worker: str, error: Exception) -> PanelAnswer:
+    return PanelAnswer(
+        request_id=task.request_id,
+        member_index=task.member_index,
+        model=task.member.model,
+        status="error",
+        error=f"internal error in the panel worker: {type(error).__name__}",
+        latency_ms=0.0,
+        finished_at=utc_now(),
+        worker=worker,
+    )
+
+
+def register(broker: KafkaBroker, models: CompletesChat, settings: Settings) -> PanelWorker:
+    inbox = Inbox(broker, "panel-worker")
+    worker = PanelWorker(models, Outbox(broker), settings.worker_concurrency, settings.instance_id)
+
+    # The handler returns as soon as the call has started; FastStream commits the offset in the
+    # background (at most once for a crash mid-call; the reliability work makes this at least once).
+    @broker.subscriber(topics.TASKS, group_id="fusion-panel-workers", ack_policy=AckPolicy.ACK_FIRST)
+    async def on_task(message: KafkaMessage) -> None:
+        task = await inbox.decode(message, _TASK)
+        if isinstance(task, Invalid):
+            return
+        await worker.accept(task)
+
+    return worker
+
+
+def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
+    broker = build_broker(settings, f"fusion-panel-worker-{settings.instance_id}")
+    models = ModelRouter(catalog)
+    worker = register(broker, models, settings)
+
+    async def drain() -> None:
+        left = await worker.pool.drain(timeout_s=25.0)
+        if left:
+            log.warning("calls cancelled at shutdown", count=left)
+        await models.aclose()
+
+    return service_app(broker, on_shutdown=[drain])

@@ -1,0 +1,38 @@
+"""Running one service as a process: its broker inside an ASGI app that serves the health endpoint."""
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import uvicorn
+from faststream.asgi import AsgiFastStream, make_ping_asgi
+from faststream.kafka import KafkaBroker
+
+from fusion.logs import configure_logging
+from fusion.settings import Settings
+
+
+def service_app(
+    broker: KafkaBroker,
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> AsgiFastStream:
+    return AsgiFastStream(
+        broker,
+        asgi_routes=[("/health", make_ping_asgi(broker, timeout=5.0))],
+        on_startup=list(on_startup),
+        on_shutdown=list(on_shutdown),
+    )
+
+
+def serve(app: AsgiFastStream, settings: Settings, service: str) -> None:
+    """Blocks until SIGINT or SIGTERM; the broker stops after in-flight handlers return."""
+    configure_logging(settings, service)
+    config = uvicorn.Config(
+        app,
+        host=settings.health_host,
+        port=settings.health_port_for(service),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )
+    uvicorn.Server(config).run()

@@ -1,0 +1,46 @@
+"""Every setting of every service, read once from `FUSION_*` environment variables."""
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ServiceName = Literal["dispatcher", "panel-worker", "judge"]
+
+DEFAULT_HEALTH_PORTS: dict[str, int] = {"dispatcher": 8181, "panel-worker": 8182, "judge": 8183}
+
+
+def _default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FUSION_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    catalog: Path | None = Field(default=None, description="A catalog file that extends the built-in one.")
+    instance_id: str = Field(default_factory=_default_instance)
+
+    health_host: str = "127.0.0.1"
+    health_port: int | None = Field(default=None, description="0 disables; unset picks the service default.")
+
+    worker_concurrency: int = Field(default=64, ge=1, description="Model calls at once per panel worker.")
+    judge_concurrency: int = Field(default=16, ge=1, description="Fusions at once per judge.")
+    judge_stale_s: float = Field(default=900.0, gt=0, description="Forget answers of a plan never seen.")
+
+    partitions_requests: int = Field(default=4, ge=1)
+    partitions_tasks: int = Field(default=12, ge=1)
+    partitions_answers: int = Field(default=8, ge=1)
+    partitions_results: int = Field(default=8, ge=1)
+    partitions_dlq: int = Field(default=1, ge=1)
+
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    def health_port_for(self, service: str) -> int:
+        if self.health_port is not None:
+            return self.health_port
+        return DEFAULT_HEALTH_PORTS.get(service, 0)

@@ -1,0 +1,130 @@
+"""A stand-in OpenAI-compatible model server, for load and fault tests only.
+
+It answers `/v1/chat/completions` after a delay and with a behaviour chosen by the model id, so a test
+catalog can map model names to behaviours. It never replaces the real local models (llama.cpp) in
+end-to-end tests: it says nothing worth reading.
+
+    sleep-<ms>     answers after <ms> milliseconds
+    stall          accepts the request and never answers
+    fail-<status>  answers with that HTTP status and an OpenAI-style error body
+    garbage        answers 200 with a body that is not JSON
+    anything else  answers after --latency-ms
+
+`GET /stats` returns how many completion requests it received, by model id.
+
+Usage: python -m fusion.standin [--host 127.0.0.1] [--port 8099] [--latency-ms 50]
+"""
+
+import argparse
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvicorn
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_ANALYSIS = {
+    "consensus": ["Answer 1 and Answer 2 agree on the main point."],
+    "contradictions": [],
+    "partial_coverage": ["Only Answer 1 gives an example."],
+    "unique_insights": ["Answer 2 notes an exception."],
+    "blind_spots": ["No answer cites a source."],
+}
+
+
+class StandInModels:
+    def __init__(self, default_latency_ms: float) -> None:
+        self.default_latency_ms = default_latency_ms
+        self.received: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if scope["method"] == "GET" and path.endswith("/stats"):
+            await self._json(
+                send, 200, {"requests": dict(self.received), "total": sum(self.received.values())}
+            )
+            return
+        if scope["method"] == "GET" and path.endswith("/models"):
+            await self._json(send, 200, {"object": "list", "data": []})
+            return
+        if scope["method"] != "POST" or not path.endswith("/chat/completions"):
+            await self._json(send, 404, {"error": {"message": f"no route {path}"}})
+            return
+        body = b""
+        while True:
+            event = await receive()
+            body += event.get("body", b"")
+            if not event.get("more_body"):
+                break
+        await self._complete(json.loads(body), send)
+
+    async def _complete(self, request: dict[str, Any], send: Send) -> None:
+        model = str(request.get("model", ""))
+        self.received[model] += 1
+        if model == "stall":
+            await asyncio.sleep(3600)
+        if model.startswith("fail-"):
+            status = int(model.removeprefix("fail-"))
+            await self._json(send, status, {"error": {"message": f"stand-in failure {status}"}})
+            return
+        if model == "garbage":
+            await self._raw(send, 200, b"<html>not json", "text/html")
+            return
+        delay_ms = (
+            float(model.removeprefix("sleep-")) if model.startswith("sleep-") else self.default_latency_ms
+        )
+        await asyncio.sleep(delay_ms / 1000)
+        if request.get("response_format"):
+            text = json.dumps(_ANALYSIS)
+        else:
+            question = str(request["messages"][-1].get("content", ""))[:80]
+            text = f"Stand-in answer from {model} to: {question}"
+        await self._json(
+            send,
+            200,
+            {
+                "id": "standin",
+                "object": "chat.completion",
+                "model": model,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
+            },
+        )
+
+    async def _json(self, send: Send, status: int, payload: dict[str, Any]) -> None:
+        await self._raw(send, status, json.dumps(payload).encode(), "application/json")
+
+    @staticmethod
+    async def _raw(send: Send, status: int, body: bytes, content_type: str) -> None:
+        headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    args = parser.parse_args()
+    uvicorn.run(StandInModels(args.latency_ms), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
