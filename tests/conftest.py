@@ -1,0 +1,101 @@
+"""Session fixtures for the real parts. Unit and component tests use none of them."""
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from fusion.client import FusionClient
+from fusion.kafka.admin import create_topics
+from fusion.settings import Settings
+
+from tests.support.stack import (
+    BOOTSTRAP,
+    KAFKA_PORT,
+    LOCAL_MODELS_PORT,
+    STANDIN_PORT,
+    Services,
+    http_ok,
+    run_infra,
+    test_catalog,
+    wait_until,
+)
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[str]:
+    """A fresh single-node broker for this session (its data is reset first)."""
+    run_infra("kafka.sh", "reset", KAFKA_PORT=str(KAFKA_PORT))
+    run_infra("kafka.sh", "start", KAFKA_PORT=str(KAFKA_PORT))
+    try:
+        yield BOOTSTRAP
+    finally:
+        run_infra("kafka.sh", "stop", KAFKA_PORT=str(KAFKA_PORT))
+
+
+@pytest.fixture(scope="session")
+def catalog_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return test_catalog(tmp_path_factory.mktemp("catalog") / "catalog.toml")
+
+
+@pytest.fixture(scope="session")
+def settings(kafka: str, catalog_file: Path) -> Settings:
+    return Settings(kafka_bootstrap=kafka, catalog=catalog_file, instance_id="tests")
+
+
+@pytest.fixture(scope="session")
+async def topics(settings: Settings) -> None:
+    await create_topics(settings)
+
+
+@pytest.fixture(scope="session")
+def standin() -> Iterator[str]:
+    """The stand-in model server (see fusion.standin): set latencies and failures, by model id."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fusion.standin", "--port", str(STANDIN_PORT), "--latency-ms", "20"],
+    )
+    url = f"http://127.0.0.1:{STANDIN_PORT}"
+    wait_until(lambda: http_ok(f"{url}/v1/stats"), 30, "stand-in model server", lambda: process.poll() is None)
+    yield url
+    process.kill()  # it holds stalled requests open on purpose
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def services(
+    settings: Settings, topics: None, standin: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Services]:
+    """dispatcher, panel-worker and judge, each its own process, on the session's broker."""
+    log_dir = tmp_path_factory.mktemp("service-logs")
+    env = {
+        **os.environ,
+        "FUSION_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "FUSION_CATALOG": str(settings.catalog),
+        "FUSION_LOG_FORMAT": "json",
+    }
+    stack = Services(env=env, log_dir=log_dir)
+    try:
+        for name in ("dispatcher", "panel-worker", "judge"):
+            stack.start(name)
+        yield stack
+    finally:
+        stack.stop_all()
+        print(f"service logs: {log_dir}")
+
+
+@pytest.fixture(scope="session")
+async def client(settings: Settings, services: Services) -> AsyncIterator[FusionClient]:
+    async with FusionClient(settings, watch_answers=True) as fusion:
+        yield fusion
+
+
+@pytest.fixture(scope="session")
+def local_models() -> Iterator[str]:
+    """The real llama.cpp server with SmolLM2 and Gemma 3, from their PyPI packages."""
+    run_infra("local-models.sh", "start", MODELS_PORT=str(LOCAL_MODELS_PORT))
+    try:
+        yield f"http://127.0.0.1:{LOCAL_MODELS_PORT}/v1"
+    finally:
+        run_infra("local-models.sh", "stop", MODELS_PORT=str(LOCAL_MODELS_PORT))
