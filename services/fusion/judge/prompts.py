@@ -112,11 +112,13 @@ def final_messages(
     analysis_text = (
         json.dumps(analysis.model_dump(), ensure_ascii=False, indent=1) if analysis else "(no analysis)"
     )
+    # The request comes last and unfenced, right before the instruction: small models otherwise
+    # echo the fences back instead of answering.
     user = (
-        f"<conversation>\n{render_conversation(conversation)}\n</conversation>\n\n"
-        f"{render_answers(request_id, answers)}\n\n"
+        f"Draft answers:\n{render_answers(request_id, answers)}\n\n"
         f"Analysis of the drafts:\n{analysis_text}\n\n"
-        "Now write the best answer to the user's last message."
+        f"The request:\n{render_conversation(conversation)}\n\n"
+        "Write the best answer to this request."
     )
     return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
 
