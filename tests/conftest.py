@@ -57,7 +57,9 @@ def standin() -> Iterator[str]:
         [sys.executable, "-m", "fusion.standin", "--port", str(STANDIN_PORT), "--latency-ms", "20"],
     )
     url = f"http://127.0.0.1:{STANDIN_PORT}"
-    wait_until(lambda: http_ok(f"{url}/v1/stats"), 30, "stand-in model server", lambda: process.poll() is None)
+    wait_until(
+        lambda: http_ok(f"{url}/v1/stats"), 30, "stand-in model server", lambda: process.poll() is None
+    )
     yield url
     process.kill()  # it holds stalled requests open on purpose
     process.wait(timeout=10)

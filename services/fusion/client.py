@@ -41,28 +41,23 @@ class FusionClient:
         await self._stack.aclose()
 
     async def submit(
-        self, request: FusionRequest, on_answer: Callable[[PanelAnswer], None] | None = None
+        self, request: FusionRequest, on_progress: Callable[[PanelPlan | PanelAnswer], None] | None = None
     ) -> "asyncio.Future[FusedResult]":
-        """Publishes the request; the future completes with its result."""
+        """Publishes the request; the future completes with its result. With `watch_answers`,
+        `on_progress` sees the request's plan and each member's answer as they pass."""
         future = self.results.expect(request.request_id)
-        if on_answer is not None and self._answers is not None:
-            callback = on_answer
-
-            def forward(message: PanelPlan | PanelAnswer) -> None:
-                if isinstance(message, PanelAnswer):
-                    callback(message)
-
-            self._answers.listen(request.request_id, forward)
+        if on_progress is not None and self._answers is not None:
+            self._answers.listen(request.request_id, on_progress)
         await self._outbox.send(topics.REQUESTS, request, topics.request_key(request.request_id))
         return future
 
     async def fuse(
         self,
         request: FusionRequest,
-        on_answer: Callable[[PanelAnswer], None] | None = None,
+        on_progress: Callable[[PanelPlan | PanelAnswer], None] | None = None,
         timeout_s: float | None = None,
     ) -> FusedResult:
-        await self.submit(request, on_answer)
+        await self.submit(request, on_progress)
         wait_s = timeout_s if timeout_s is not None else request.policy.deadline_s + RESULT_MARGIN_S
         try:
             return await self.results.wait(request.request_id, wait_s)

@@ -1,5 +1,6 @@
 """Running one service as a process: its broker inside an ASGI app that serves the health endpoint."""
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import uvicorn
@@ -17,6 +18,7 @@ def service_app(
 ) -> AsgiFastStream:
     return AsgiFastStream(
         broker,
+        logger=logging.getLogger("fusion.app"),
         asgi_routes=[("/health", make_ping_asgi(broker, timeout=5.0))],
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),

@@ -23,14 +23,16 @@ async def test_preset_local_fuses_three_real_model_answers(local_models: str, cl
     print(f"\nlocal preset: {result.status} in {elapsed:.1f} s; answer: {(result.answer or '')[:200]!r}")
     assert result.status == "complete", result.model_dump_json(indent=1)
     assert result.answer_source == "judge"
-    assert result.answer and result.answer.strip()
+    assert result.answer
+    assert result.answer.strip()
     assert [member.model for member in result.members] == ["smollm2-135m", "smollm2-135m", "gemma3-270m"]
     for member in result.members:
         assert member.status == "ok"
         assert member.text
         assert member.usage.input_tokens > 0
         assert member.usage.output_tokens > 0
-    assert result.judge is not None and result.judge.usage.output_tokens > 0
+    assert result.judge is not None
+    assert result.judge.usage.output_tokens > 0
     assert result.usage.total.output_tokens == sum(m.usage.output_tokens for m in result.members) + (
         result.judge.usage.output_tokens
     )

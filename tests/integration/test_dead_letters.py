@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import contextlib
 from typing import Any
 
 import pytest
@@ -29,22 +30,20 @@ async def test_bad_messages_are_dead_lettered_and_the_services_go_on(
     letters: list[DeadLetter] = []
 
     def collect(record: Any) -> None:
-        try:
+        with contextlib.suppress(DecodeError):
             letters.append(decode(_LETTER, record.value))
-        except DecodeError:
-            pass
 
     tap = TopicTap(settings.kafka_bootstrap, topics.DLQ, collect)
     await tap.start()
     broker = build_broker(settings, "bad-input")
     await broker.start()
     try:
-        sent = []
+        sent: list[tuple[str, str, bytes]] = []
         for topic in (topics.REQUESTS, topics.TASKS, topics.ANSWERS):
             for kind, raw in BAD_MESSAGES.items():
-                key = f"{topic}:{kind}".encode()
-                await broker.publish(raw, topic=topic, key=key)
-                sent.append((topic, key.decode(), raw))
+                key = f"{topic}:{kind}"
+                await broker.publish(raw, topic=topic, key=key.encode())
+                sent.append((topic, key, raw))
         for _ in range(100):
             if len(letters) >= len(sent):
                 break
@@ -67,7 +66,9 @@ async def test_bad_messages_are_dead_lettered_and_the_services_go_on(
         else:
             assert letter.error.startswith("schema:")
     assert {letter.service for letter in letters} == {"dispatcher", "panel-worker", "judge"}
-    print(f"\ndead letters: {len(letters)} for {len(sent)} bad messages; then a request fused: {result.status}")
+    print(
+        f"\ndead letters: {len(letters)} for {len(sent)} bad messages; then a request fused: {result.status}"
+    )
     assert result.status == "complete"
 
 
@@ -85,4 +86,5 @@ async def test_an_invalid_request_with_an_id_also_gets_a_rejected_result(
         await broker.stop()
 
     assert result.status == "rejected"
-    assert result.error and "messages" in result.error
+    assert result.error
+    assert "messages" in result.error

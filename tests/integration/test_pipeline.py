@@ -19,18 +19,22 @@ def ask(*models: str, judge: str = "fast", **policy: float) -> FusionRequest:
         messages=[ChatMessage(role="user", content="What is Kafka?")],
         panel=[ModelSpec(model=model) for model in models],
         judge=ModelSpec(model=judge),
-        policy=Policy(**policy),  # type: ignore[arg-type]
+        policy=Policy(**policy),
     )
 
 
 async def test_a_panel_is_fused(client: FusionClient) -> None:
-    result = await client.fuse(FusionRequest(messages=[ChatMessage(role="user", content="hi")], preset="standin"))
+    result = await client.fuse(
+        FusionRequest(messages=[ChatMessage(role="user", content="hi")], preset="standin")
+    )
 
     assert result.status == "complete"
     assert result.release == "all"
     assert result.answer_source == "judge"
-    assert result.answer and result.answer.startswith("Stand-in answer from sleep-20")
-    assert result.analysis is not None and result.analysis.consensus
+    assert result.answer
+    assert result.answer.startswith("Stand-in answer from sleep-20")
+    assert result.analysis is not None
+    assert result.analysis.consensus
     assert [member.status for member in result.members] == ["ok", "ok", "ok"]
     assert result.usage.total.input_tokens == 12 * 5  # three members, two judge calls
 
@@ -66,7 +70,8 @@ async def test_every_member_unreachable_fails_at_once_with_each_reason(client: F
     assert [member.status for member in result.members] == ["error", "error", "error"]
     assert result.error is not None
     for member in result.members:
-        assert member.error and "unreachable" in member.error
+        assert member.error
+        assert "unreachable" in member.error
         assert f"member {member.index} ({member.model})" in result.error
 
 
@@ -87,7 +92,8 @@ async def test_a_failing_judge_falls_back_to_the_best_member(client: FusionClien
 
     assert result.status == "partial"
     assert result.answer_source == "best_member"
-    assert result.judge is not None and result.judge.status == "error"
+    assert result.judge is not None
+    assert result.judge.status == "error"
     assert result.answer in {member.text for member in result.members}
 
 
@@ -95,11 +101,15 @@ async def test_an_unknown_model_is_rejected_with_a_result(client: FusionClient) 
     result = await client.fuse(ask("fast", "no-such-model"), timeout_s=10)
 
     assert result.status == "rejected"
-    assert result.error and "unknown model 'no-such-model'" in result.error
+    assert result.error
+    assert "unknown model 'no-such-model'" in result.error
 
 
 async def test_twenty_requests_at_once_get_exactly_one_result_each(client: FusionClient) -> None:
-    requests = [FusionRequest(messages=[ChatMessage(role="user", content=f"q{i}")], preset="standin") for i in range(20)]
+    requests = [
+        FusionRequest(messages=[ChatMessage(role="user", content=f"q{i}")], preset="standin")
+        for i in range(20)
+    ]
 
     futures = await asyncio.gather(*(client.submit(request) for request in requests))
     results = await asyncio.wait_for(asyncio.gather(*futures), timeout=30)

@@ -28,7 +28,9 @@ def run_infra(script: str, action: str, **env: str) -> None:
     subprocess.run([str(INFRA / script), action], check=True, env={**os.environ, **env}, timeout=600)
 
 
-def wait_until(ready: Callable[[], bool], timeout_s: float, what: str, alive: Callable[[], bool] = lambda: True):
+def wait_until(
+    ready: Callable[[], bool], timeout_s: float, what: str, alive: Callable[[], bool] = lambda: True
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if ready():

@@ -6,7 +6,15 @@ import sys
 import time
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
-from fusion_contracts import ChatMessage, FusedResult, FusionRequest, ModelSpec, PanelAnswer, Policy
+from fusion_contracts import (
+    ChatMessage,
+    FusedResult,
+    FusionRequest,
+    ModelSpec,
+    PanelAnswer,
+    PanelPlan,
+    Policy,
+)
 from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
@@ -40,32 +48,39 @@ def build_request(args: argparse.Namespace) -> FusionRequest:
 
 
 class Progress:
-    """One status line on stderr: members answered, elapsed time."""
+    """One status line on stderr: where the request is, members answered, elapsed time."""
 
-    def __init__(self, members: int | None) -> None:
-        self.members = members
+    def __init__(self) -> None:
+        self.plan: PanelPlan | None = None
         self.answers: list[PanelAnswer] = []
         self.started = time.monotonic()
 
-    def on_answer(self, answer: PanelAnswer) -> None:
-        self.answers.append(answer)
+    def on_progress(self, message: PanelPlan | PanelAnswer) -> None:
+        if isinstance(message, PanelPlan):
+            self.plan = message
+        else:
+            self.answers.append(message)
 
     def line(self) -> Text:
-        elapsed = time.monotonic() - self.started
-        total = f"/{self.members}" if self.members else ""
-        failed = sum(1 for answer in self.answers if answer.status != "ok")
-        extra = f", {failed} failed" if failed else ""
-        return Text(f"⏳ members answered {len(self.answers)}{total}{extra} · {elapsed:5.1f} s", style="cyan")
+        elapsed = f"{time.monotonic() - self.started:5.1f} s"
+        if self.plan is None:
+            return Text(f"⏳ waiting for the dispatcher · {elapsed}", style="cyan")
+        members = len(self.plan.members)
+        if len(self.answers) < members:
+            failed = sum(1 for answer in self.answers if answer.status != "ok")
+            extra = f" ({failed} failed)" if failed else ""
+            return Text(f"⏳ members answered {len(self.answers)}/{members}{extra} · {elapsed}", style="cyan")
+        return Text(f"⏳ all {members} members answered; the judge is writing · {elapsed}", style="cyan")
 
 
 async def _ask(request: FusionRequest, settings: Settings, show_progress: bool) -> FusedResult:
-    progress = Progress(len(request.panel) if request.panel else None)
+    progress = Progress()
     async with FusionClient(settings, watch_answers=show_progress) as client:
         if not show_progress:
             return await client.fuse(request)
         console = Console(stderr=True)
         with Live(progress.line(), console=console, refresh_per_second=10, transient=True) as live:
-            task = asyncio.create_task(client.fuse(request, on_answer=progress.on_answer))
+            task = asyncio.create_task(client.fuse(request, on_progress=progress.on_progress))
             while not task.done():
                 live.update(progress.line())
                 await asyncio.wait({task}, timeout=0.1)

@@ -31,7 +31,9 @@ from fusion.judge.prompts import (
     AnalysisError,
     analysis_messages,
     analysis_schema,
+    clean_final,
     final_messages,
+    final_stop,
     label_answers,
     parse_analysis,
 )
@@ -163,11 +165,13 @@ class Judge:
                 raise TimeoutError
             async with asyncio.timeout(remaining):
                 reply = await self._models.complete(
-                    plan.judge, final_messages(plan.request_id, plan.messages, labelled, run.analysis)
+                    plan.judge,
+                    final_messages(plan.request_id, plan.messages, labelled, run.analysis),
+                    stop=final_stop(plan.request_id),
                 )
             run.usage += reply.usage
-            if reply.text.strip():
-                run.answer = reply.text.strip()
+            if text := clean_final(plan.request_id, reply.text):
+                run.answer = text
             else:
                 run.status, run.error = "error", "the judge returned an empty answer"
         except TimeoutError:

@@ -19,6 +19,8 @@ from pydantic import ValidationError
 ANALYSIS_FIELDS = ("consensus", "contradictions", "partial_coverage", "unique_insights", "blind_spots")
 _MAX_POINTS = 8
 _MAX_POINT_CHARS = 600
+_SCHEMA_MAX_POINTS = 4
+_SCHEMA_MAX_POINT_CHARS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +36,16 @@ class AnalysisError(ValueError):
 
 
 def analysis_schema() -> dict[str, Any]:
-    """JSON Schema of the analysis, for providers that constrain output to a schema."""
-    item = {"type": "string"}
+    """JSON Schema of the analysis, for providers that constrain output to a schema. The bounds keep
+    a small model's constrained output short enough to finish within its token limit."""
+    points = {
+        "type": "array",
+        "items": {"type": "string", "maxLength": _SCHEMA_MAX_POINT_CHARS},
+        "maxItems": _SCHEMA_MAX_POINTS,
+    }
     return {
         "type": "object",
-        "properties": {name: {"type": "array", "items": item} for name in ANALYSIS_FIELDS},
+        "properties": dict.fromkeys(ANALYSIS_FIELDS, points),
         "required": list(ANALYSIS_FIELDS),
         "additionalProperties": False,
     }
@@ -53,6 +60,19 @@ def label_answers(request_id: str, answers: dict[int, str]) -> list[LabelledAnsw
 
 def _nonce(request_id: str) -> str:
     return hashlib.sha256(request_id.encode()).hexdigest()[:10]
+
+
+def final_stop(request_id: str) -> list[str]:
+    """Stop sequences for the final answer: a judge that starts writing a fence has finished."""
+    nonce = _nonce(request_id)
+    return [f"<answer-{nonce}", f"</answer-{nonce}"]
+
+
+def clean_final(request_id: str, text: str) -> str:
+    """The final answer up to any fence it echoes (for providers that ignore stop sequences)."""
+    for marker in final_stop(request_id):
+        text = text.split(marker, 1)[0]
+    return text.strip()
 
 
 def _defuse(text: str) -> str:
@@ -132,6 +152,29 @@ def _points(value: Any) -> list[str]:
     return [point for point in points if point][:_MAX_POINTS]
 
 
+def _close_truncated(text: str) -> str:
+    """Closes the strings, arrays and objects of JSON cut off at a token limit."""
+    closers: list[str] = []
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            closers.append("}" if char == "{" else "]")
+        elif char in "}]" and closers:
+            closers.pop()
+    repaired = text + ('"' if in_string else "")
+    repaired = re.sub(r'[,:]\s*$|,\s*"[^"]*"\s*$', "", repaired.rstrip())
+    return repaired + "".join(reversed(closers))
+
+
 def _first_json_object(text: str) -> dict[str, Any]:
     start = text.find("{")
     while start != -1:
@@ -143,6 +186,14 @@ def _first_json_object(text: str) -> dict[str, Any]:
         if isinstance(value, dict):
             return value
         start = text.find("{", start + 1)
+    first = text.find("{")
+    if first != -1:
+        try:
+            value = json.loads(_close_truncated(text[first:]))
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, dict):
+            return value
     raise AnalysisError("the judge's analysis contains no JSON object")
 
 

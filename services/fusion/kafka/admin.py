@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 from fusion_contracts import topics
 
 from fusion.settings import Settings
@@ -25,24 +24,31 @@ def topic_plan(settings: Settings) -> list[TopicPlan]:
     ]
 
 
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicError(RuntimeError):
+    """The broker refused to create a topic."""
+
+
 async def create_topics(
     settings: Settings, extra: list[TopicPlan] | None = None, replication: int = 1
 ) -> dict[str, str]:
     """Creates what is missing; returns each topic's name with 'created' or 'exists'."""
+    plans = [*topic_plan(settings), *(extra or [])]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15_000)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        outcome: dict[str, str] = {}
-        for plan in [*topic_plan(settings), *(extra or [])]:
-            if plan.name in existing:
-                outcome[plan.name] = "exists"
-                continue
-            try:
-                await admin.create_topics([NewTopic(plan.name, plan.partitions, replication)])
-                outcome[plan.name] = "created"
-            except TopicAlreadyExistsError:
-                outcome[plan.name] = "exists"
-        return outcome
+        response = await admin.create_topics([NewTopic(p.name, p.partitions, replication) for p in plans])
     finally:
         await admin.close()
+    outcome: dict[str, str] = {}
+    for name, code, *rest in response.topic_errors:
+        if code == 0:
+            outcome[name] = "created"
+        elif code == _TOPIC_ALREADY_EXISTS:
+            outcome[name] = "exists"
+        else:
+            message = rest[0] if rest and rest[0] else f"error code {code}"
+            raise TopicError(f"cannot create topic {name}: {message}")
+    return {plan.name: outcome[plan.name] for plan in plans}

@@ -18,6 +18,7 @@ def build_broker(settings: Settings, client_id: str) -> KafkaBroker:
         allow_auto_create_topics=False,
         # FastStream logs every message it handles at this level: keep that out of INFO.
         log_level=logging.DEBUG,
+        logger=logging.getLogger("fusion.kafka"),
     )
 
 

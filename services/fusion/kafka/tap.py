@@ -43,7 +43,7 @@ class TopicTap:
             # Without a group, subscribing assigns every partition once the metadata has arrived.
             self._consumer.subscribe([self._topic])
             async with asyncio.timeout(timeout_s):
-                while not self._consumer.assignment():
+                while not self._consumer.assignment():  # noqa: ASYNC110 - aiokafka has no event for it
                     await asyncio.sleep(0.05)
             partitions = sorted(self._consumer.assignment())
             await self._consumer.seek_to_end(*partitions)

@@ -1,5 +1,6 @@
 """What every model adapter takes and returns, independent of the provider's API shape."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ class ModelCall:
     seed: int | None = None
     json_schema: dict[str, Any] | None = None
     """Ask for a JSON reply that follows this schema, where the provider supports it."""
+    stop: tuple[str, ...] = ()
 
     @classmethod
     def for_spec(
@@ -25,6 +27,7 @@ class ModelCall:
         spec: ModelSpec,
         messages: list[ChatMessage],
         json_schema: dict[str, Any] | None = None,
+        stop: Sequence[str] = (),
     ) -> "ModelCall":
         if spec.system_prompt:
             messages = [ChatMessage(role="system", content=spec.system_prompt), *messages]
@@ -36,6 +39,7 @@ class ModelCall:
             max_tokens=spec.max_tokens,
             seed=spec.seed,
             json_schema=json_schema,
+            stop=tuple(stop),
         )
 
 
@@ -59,5 +63,9 @@ class CompletesChat(Protocol):
     """Anything that calls a catalog model by its spec: the `ModelRouter`, or a fake in tests."""
 
     async def complete(
-        self, spec: ModelSpec, messages: list[ChatMessage], json_schema: dict[str, Any] | None = None
+        self,
+        spec: ModelSpec,
+        messages: list[ChatMessage],
+        json_schema: dict[str, Any] | None = None,
+        stop: Sequence[str] = (),
     ) -> ModelReply: ...

@@ -51,6 +51,8 @@ class OpenAICompatModel:
             "seed": call.seed,
         }
         payload.update({key: value for key, value in optional.items() if value is not None})
+        if call.stop:
+            payload["stop"] = list(call.stop)
         if call.json_schema is not None and self._structured_output == "json_schema":
             payload["response_format"] = {
                 "type": "json_schema",

@@ -1,6 +1,6 @@
 """Adapters by API shape, and the router that sends a model name to its provider's adapter."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -67,14 +67,18 @@ class ModelRouter:
         return adapter
 
     async def complete(
-        self, spec: ModelSpec, messages: list[ChatMessage], json_schema: dict[str, Any] | None = None
+        self,
+        spec: ModelSpec,
+        messages: list[ChatMessage],
+        json_schema: dict[str, Any] | None = None,
+        stop: Sequence[str] = (),
     ) -> ModelReply:
         try:
             model = self._catalog.model(spec.model)
         except CatalogError as error:
             raise ModelConfigError(str(error)) from error
         adapter = self._adapter(model.provider)
-        return await adapter.complete(ModelCall.for_spec(model.id, spec, messages, json_schema))
+        return await adapter.complete(ModelCall.for_spec(model.id, spec, messages, json_schema, stop))
 
     async def aclose(self) -> None:
         for adapter in self._adapters.values():
