@@ -12,6 +12,9 @@ MAX_DEADLINE_S: Final = 900.0
 DEFAULT_DEADLINE_S: Final = 120.0
 MAX_GRACE_S: Final = 60.0
 DEFAULT_GRACE_S: Final = 2.0
-MAX_ANSWER_CHARS: Final = 100_000
+MAX_ANSWER_CHARS: Final = 32_000
+"""A member's or the judge's answer is cut here, which bounds every message well under the size below."""
+MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+"""Producers, consumers and topics are configured for messages up to this size."""
 MAX_ID_CHARS: Final = 128
 MAX_DEAD_LETTER_RAW_BYTES: Final = 64 * 1024

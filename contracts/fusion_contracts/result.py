@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field, NonNegativeFloat, NonNegativeInt
 
 from fusion_contracts.common import CallStatus, Contract, ModelName, RequestId, Usage
-from fusion_contracts.limits import SCHEMA_VERSION
+from fusion_contracts.limits import MAX_ANSWER_CHARS, SCHEMA_VERSION
 
 ResultStatus = Literal["complete", "partial", "failed", "rejected"]
 """complete: every member and the judge succeeded. partial: there is an answer, but some member or the
@@ -32,7 +32,7 @@ class MemberOutcome(Contract):
     index: NonNegativeInt
     model: ModelName
     status: CallStatus
-    text: str | None = None
+    text: str | None = Field(default=None, max_length=MAX_ANSWER_CHARS)
     error: str | None = None
     usage: Usage = Usage()
     latency_ms: NonNegativeFloat | None = None
@@ -66,7 +66,7 @@ class FusedResult(Contract):
     request_id: RequestId
     status: ResultStatus
     release: ReleaseReason | None = None
-    answer: str | None = None
+    answer: str | None = Field(default=None, max_length=MAX_ANSWER_CHARS)
     answer_source: AnswerSource | None = None
     analysis: Analysis | None = None
     members: list[MemberOutcome] = Field(default_factory=list)

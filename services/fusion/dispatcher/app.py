@@ -84,7 +84,12 @@ def register(broker: KafkaBroker, catalog: Catalog) -> Dispatcher:
     dispatcher = Dispatcher(catalog, Outbox(broker))
 
     # ACK: the offset is committed only after the plan and tasks are published.
-    @broker.subscriber(topics.REQUESTS, group_id="fusion-dispatcher", ack_policy=AckPolicy.ACK)
+    @broker.subscriber(
+        topics.REQUESTS,
+        group_id="fusion-dispatcher",
+        ack_policy=AckPolicy.ACK,
+        max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
+    )
     async def on_request(message: KafkaMessage) -> None:
         request = await inbox.decode(message, _REQUEST)
         if isinstance(request, Invalid):

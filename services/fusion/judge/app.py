@@ -8,13 +8,13 @@ import structlog
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
-from fusion_contracts import AnswersMessage, PanelAnswer, PanelPlan, ReleaseReason, topics
+from fusion_contracts import AnswersMessage, PanelAnswer, PanelPlan, ReleaseReason, limits, topics
 from fusion_contracts.common import utc_now
 from pydantic import TypeAdapter
 
 from fusion.catalog import Catalog
 from fusion.clock import seconds_until
-from fusion.judge.fusing import Judge
+from fusion.judge.fusing import Judge, crashed_result
 from fusion.judge.gathering import Gathering, Gatherings
 from fusion.kafka.broker import Outbox, build_broker
 from fusion.kafka.dead_letters import Inbox, Invalid
@@ -88,7 +88,11 @@ class JudgeService:
             "request released", request_id=plan.request_id, reason=reason, answers=len(gathering.answers)
         )
         async with self._slots:
-            result = await self._judge.fuse(plan, gathering.answers, reason, released_at)
+            try:
+                result = await self._judge.fuse(plan, gathering.answers, reason, released_at)
+            except Exception as error:
+                log.exception("fusion crashed", request_id=plan.request_id)
+                result = crashed_result(plan, gathering.answers, reason, released_at, error)
         reply_to = plan.reply_to
         await self._outbox.send(
             reply_to.topic if reply_to else topics.RESULTS,
@@ -119,7 +123,12 @@ def register(broker: KafkaBroker, models: CompletesChat, settings: Settings) -> 
 
     # The state lives in memory: a judge that crashes loses its open requests (the reliability
     # work replaces this with committed state). The handler itself never waits on a model call.
-    @broker.subscriber(topics.ANSWERS, group_id="fusion-judges", ack_policy=AckPolicy.ACK_FIRST)
+    @broker.subscriber(
+        topics.ANSWERS,
+        group_id="fusion-judges",
+        ack_policy=AckPolicy.ACK_FIRST,
+        max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
+    )
     async def on_answer(message: KafkaMessage) -> None:
         decoded = await inbox.decode(message, _ANSWERS)
         if isinstance(decoded, Invalid):

@@ -22,6 +22,7 @@ from fusion_contracts import (
     Timings,
     Usage,
     UsageSummary,
+    limits,
 )
 from fusion_contracts.common import utc_now
 
@@ -87,6 +88,24 @@ def failure_reason(members: list[MemberOutcome]) -> str:
     return f"no panel member answered. {reasons}"
 
 
+def crashed_result(
+    plan: PanelPlan,
+    answers: dict[int, PanelAnswer],
+    release: ReleaseReason,
+    released_at: datetime,
+    error: Exception,
+) -> FusedResult:
+    """The result of a request whose fusion raised: failed, with the panel's outcomes kept."""
+    return Judge.result(
+        plan,
+        release,
+        released_at,
+        member_outcomes(plan, answers),
+        status="failed",
+        error=f"internal error in the judge: {type(error).__name__}",
+    )
+
+
 @dataclass
 class _JudgeRun:
     analysis: Analysis | None = None
@@ -108,7 +127,7 @@ class Judge:
         members = member_outcomes(plan, answers)
         usable = {m.index: m.text for m in members if m.status == "ok" and m.text}
         if not usable:
-            return self._result(
+            return self.result(
                 plan, release, released_at, members, status="failed", error=failure_reason(members)
             )
 
@@ -128,7 +147,7 @@ class Judge:
             indices = sorted(usable)
             best = indices[most_central([usable[index] for index in indices])]
             answer, source = usable[best], "best_member"
-        return self._result(
+        return self.result(
             plan,
             release,
             released_at,
@@ -171,7 +190,7 @@ class Judge:
                 )
             run.usage += reply.usage
             if text := clean_final(plan.request_id, reply.text):
-                run.answer = text
+                run.answer = text[: limits.MAX_ANSWER_CHARS]
             else:
                 run.status, run.error = "error", "the judge returned an empty answer"
         except TimeoutError:
@@ -182,7 +201,7 @@ class Judge:
         return run
 
     @staticmethod
-    def _result(
+    def result(
         plan: PanelPlan,
         release: ReleaseReason,
         released_at: datetime,

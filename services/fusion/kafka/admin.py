@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from fusion_contracts import topics
+from fusion_contracts import limits, topics
 
 from fusion.settings import Settings
 
@@ -39,7 +39,10 @@ async def create_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15_000)
     await admin.start()
     try:
-        response = await admin.create_topics([NewTopic(p.name, p.partitions, replication) for p in plans])
+        config = {"max.message.bytes": str(limits.MAX_MESSAGE_BYTES)}
+        response = await admin.create_topics(
+            [NewTopic(p.name, p.partitions, replication, topic_configs=config) for p in plans]
+        )
     finally:
         await admin.close()
     outcome: dict[str, str] = {}

@@ -3,6 +3,7 @@
 import logging
 
 from faststream.kafka import KafkaBroker
+from fusion_contracts import limits
 from pydantic import BaseModel
 
 from fusion.kafka.codec import encode
@@ -16,6 +17,7 @@ def build_broker(settings: Settings, client_id: str) -> KafkaBroker:
         settings.kafka_bootstrap,
         client_id=client_id,
         allow_auto_create_topics=False,
+        max_request_size=limits.MAX_MESSAGE_BYTES,
         # FastStream logs every message it handles at this level: keep that out of INFO.
         log_level=logging.DEBUG,
         logger=logging.getLogger("fusion.kafka"),

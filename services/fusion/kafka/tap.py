@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer
-from fusion_contracts import AnswersMessage, FusedResult, PanelAnswer, PanelPlan, topics
+from fusion_contracts import AnswersMessage, FusedResult, PanelAnswer, PanelPlan, limits, topics
 from pydantic import TypeAdapter
 
 from fusion.kafka.codec import DecodeError, decode
@@ -34,6 +34,7 @@ class TopicTap:
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
         )
         self._task: asyncio.Task[None] | None = None
 

@@ -4,7 +4,7 @@ import structlog
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
-from fusion_contracts import PanelAnswer, PanelTask, topics
+from fusion_contracts import PanelAnswer, PanelTask, limits, topics
 from fusion_contracts.common import utc_now
 from pydantic import TypeAdapter
 
@@ -69,7 +69,12 @@ def register(broker: KafkaBroker, models: CompletesChat, settings: Settings) -> 
 
     # The handler returns as soon as the call has started; FastStream commits the offset in the
     # background (at most once for a crash mid-call; the reliability work makes this at least once).
-    @broker.subscriber(topics.TASKS, group_id="fusion-panel-workers", ack_policy=AckPolicy.ACK_FIRST)
+    @broker.subscriber(
+        topics.TASKS,
+        group_id="fusion-panel-workers",
+        ack_policy=AckPolicy.ACK_FIRST,
+        max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
+    )
     async def on_task(message: KafkaMessage) -> None:
         task = await inbox.decode(message, _TASK)
         if isinstance(task, Invalid):
