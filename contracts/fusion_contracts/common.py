@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
 
 from fusion_contracts.limits import MAX_ID_CHARS
 
@@ -25,6 +25,14 @@ Role = Literal["system", "user", "assistant"]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Instant = Annotated[datetime, AfterValidator(_as_utc)]
+"""A point in time, always timezone-aware UTC: a time without a zone is taken as UTC."""
 
 
 class ChatMessage(Contract):

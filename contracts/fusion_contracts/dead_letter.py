@@ -1,11 +1,10 @@
 """What any consumer publishes on `fusion.dlq` for a message it cannot use."""
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, NonNegativeInt
 
-from fusion_contracts.common import Contract
+from fusion_contracts.common import Contract, Instant
 from fusion_contracts.limits import SCHEMA_VERSION
 
 
@@ -20,4 +19,4 @@ class DeadLetter(Contract):
     raw_base64: str = Field(description="The original value, base64, cut at the size limit.")
     raw_size: NonNegativeInt
     raw_truncated: bool
-    failed_at: datetime
+    failed_at: Instant

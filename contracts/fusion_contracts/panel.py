@@ -1,6 +1,5 @@
 """What travels between the dispatcher, the panel workers and the judge."""
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Discriminator, Field, NonNegativeFloat, NonNegativeInt
@@ -9,6 +8,7 @@ from fusion_contracts.common import (
     CallStatus,
     ChatMessage,
     Contract,
+    Instant,
     ModelName,
     ModelSpec,
     RequestId,
@@ -26,8 +26,8 @@ class PanelTask(Contract):
     member_index: NonNegativeInt = Field(lt=MAX_PANEL_MEMBERS)
     member: ModelSpec
     messages: list[ChatMessage] = Field(min_length=1)
-    deadline_at: datetime = Field(description="The member's answer is useless after this instant.")
-    dispatched_at: datetime
+    deadline_at: Instant = Field(description="The member's answer is useless after this instant.")
+    dispatched_at: Instant
 
 
 class PanelPlan(Contract):
@@ -41,10 +41,10 @@ class PanelPlan(Contract):
     judge: ModelSpec
     quorum: int = Field(ge=1, le=MAX_PANEL_MEMBERS)
     grace_s: NonNegativeFloat
-    panel_deadline_at: datetime = Field(description="The judge stops waiting for members here.")
-    deadline_at: datetime = Field(description="The fused result is due here.")
-    submitted_at: datetime
-    dispatched_at: datetime
+    panel_deadline_at: Instant = Field(description="The judge stops waiting for members here.")
+    deadline_at: Instant = Field(description="The fused result is due here.")
+    submitted_at: Instant
+    dispatched_at: Instant
     reply_to: ReplyTo | None = None
 
 
@@ -61,7 +61,7 @@ class PanelAnswer(Contract):
     error: str | None = Field(default=None, max_length=2_000)
     usage: Usage = Usage()
     latency_ms: NonNegativeFloat
-    finished_at: datetime
+    finished_at: Instant
     worker: str = Field(default="", max_length=200)
 
 

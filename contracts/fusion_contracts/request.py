@@ -1,12 +1,11 @@
 """What a client publishes on `fusion.requests`."""
 
 import uuid
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from fusion_contracts.common import ChatMessage, Contract, ModelName, ModelSpec, RequestId, utc_now
+from fusion_contracts.common import ChatMessage, Contract, Instant, ModelName, ModelSpec, RequestId, utc_now
 from fusion_contracts.limits import (
     DEFAULT_DEADLINE_S,
     DEFAULT_GRACE_S,
@@ -58,7 +57,7 @@ class FusionRequest(Contract):
     judge: ModelSpec | None = Field(default=None, description="Overrides the preset's judge.")
     policy: Policy = Policy()
     reply_to: ReplyTo | None = None
-    submitted_at: datetime = Field(default_factory=utc_now)
+    submitted_at: Instant = Field(default_factory=utc_now)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
 
     @model_validator(mode="after")

@@ -1,11 +1,10 @@
 """What the judge publishes on `fusion.results` (or the request's `reply_to`)."""
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt
 
-from fusion_contracts.common import CallStatus, Contract, ModelName, RequestId, Usage
+from fusion_contracts.common import CallStatus, Contract, Instant, ModelName, RequestId, Usage
 from fusion_contracts.limits import MAX_ANSWER_CHARS, SCHEMA_VERSION
 
 ResultStatus = Literal["complete", "partial", "failed", "rejected"]
@@ -48,9 +47,9 @@ class JudgeOutcome(Contract):
 
 
 class Timings(Contract):
-    submitted_at: datetime
-    released_at: datetime | None = None
-    completed_at: datetime
+    submitted_at: Instant
+    released_at: Instant | None = None
+    completed_at: Instant
     total_ms: NonNegativeFloat
     panel_ms: NonNegativeFloat | None = Field(default=None, description="Submission to release.")
     judge_ms: NonNegativeFloat | None = None

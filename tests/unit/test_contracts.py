@@ -24,7 +24,10 @@ _ANSWERS: TypeAdapter[PanelPlan | PanelAnswer] = TypeAdapter(AnswersMessage)
 
 
 def request_data(**overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {"request_id": "r-1", "messages": [{"role": "user", "content": "Why is the sky blue?"}]}
+    data: dict[str, Any] = {
+        "request_id": "r-1",
+        "messages": [{"role": "user", "content": "Why is the sky blue?"}],
+    }
     data.update(overrides)
     return data
 
@@ -121,7 +124,7 @@ def test_prompt_at_the_limit_accepted_over_it_rejected() -> None:
 
 
 def test_unknown_field_rejected() -> None:
-    with pytest.raises(ValidationError, match="extra_forbidden|Extra inputs"):
+    with pytest.raises(ValidationError, match=r"extra_forbidden|Extra inputs"):
         FusionRequest.model_validate(request_data(temperature=0.5))
 
 
@@ -230,11 +233,11 @@ def test_answers_union_round_trips_both_kinds_through_json() -> None:
 
 
 def test_answers_union_rejects_unknown_or_missing_kind() -> None:
-    with pytest.raises(ValidationError, match="union_tag_invalid|does not match any of the expected tags"):
+    with pytest.raises(ValidationError, match=r"union_tag_invalid|does not match any of the expected tags"):
         _ANSWERS.validate_python({**answer_dict(), "kind": "vote"})
     without_kind = answer_dict()
     del without_kind["kind"]
-    with pytest.raises(ValidationError, match="union_tag_not_found|Unable to extract tag"):
+    with pytest.raises(ValidationError, match=r"union_tag_not_found|Unable to extract tag"):
         _ANSWERS.validate_python(without_kind)
 
 

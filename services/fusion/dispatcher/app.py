@@ -7,9 +7,9 @@ import structlog
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
-from fusion_contracts import FusionRequest, limits, topics
-from fusion_contracts.common import utc_now
-from pydantic import TypeAdapter
+from fusion_contracts import FusedResult, FusionRequest, ReplyTo, limits, topics
+from fusion_contracts.common import RequestId, utc_now
+from pydantic import TypeAdapter, ValidationError
 
 from fusion.catalog import Catalog
 from fusion.dispatcher.planning import Rejection, plan_request, rejected_result
@@ -23,20 +23,27 @@ log = structlog.get_logger(__name__)
 _REQUEST: TypeAdapter[FusionRequest] = TypeAdapter(FusionRequest)
 
 
-def _recoverable_request_id(raw: bytes | None) -> str | None:
-    """The request id of a message that failed validation, when it still has a usable one."""
+_ID: TypeAdapter[str] = TypeAdapter(RequestId)
+_REPLY_TO: TypeAdapter[ReplyTo] = TypeAdapter(ReplyTo)
+
+
+def _recoverable(raw: bytes | None) -> tuple[str, ReplyTo | None] | None:
+    """The request id (and where to reply) of a message that failed validation, when still usable."""
     try:
         data = json.loads(raw or b"")
     except (ValueError, UnicodeDecodeError):
         return None
-    request_id = data.get("request_id") if isinstance(data, dict) else None
-    if (
-        isinstance(request_id, str)
-        and 0 < len(request_id) <= limits.MAX_ID_CHARS
-        and request_id.isprintable()
-    ):
-        return request_id
-    return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        request_id = _ID.validate_python(data.get("request_id"))
+    except ValidationError:
+        return None
+    try:
+        reply_to = _REPLY_TO.validate_python(data["reply_to"]) if data.get("reply_to") else None
+    except ValidationError:
+        reply_to = None
+    return request_id, reply_to
 
 
 class Dispatcher:
@@ -51,13 +58,7 @@ class Dispatcher:
         if isinstance(outcome, Rejection):
             log.info("request rejected", request_id=request.request_id, error=outcome.error)
             result = rejected_result(request.request_id, request.submitted_at, outcome.error, now)
-            reply_to = request.reply_to
-            await self._outbox.send(
-                reply_to.topic if reply_to else topics.RESULTS,
-                result,
-                key,
-                reply_to.partition if reply_to else None,
-            )
+            await self._reply(result, request.reply_to)
             return
         # The plan goes first, and is acknowledged, before any task exists: so on the request's
         # answers partition the judge always reads the plan ahead of the answers.
@@ -71,12 +72,20 @@ class Dispatcher:
         log.info("request dispatched", request_id=request.request_id, members=len(outcome.tasks))
 
     async def reject_invalid(self, raw: bytes | None, error: str) -> None:
-        request_id = _recoverable_request_id(raw)
-        if request_id is None:
+        recovered = _recoverable(raw)
+        if recovered is None:
             return
+        request_id, reply_to = recovered
         now = utc_now()
-        result = rejected_result(request_id, now, f"invalid request: {error}", now)
-        await self._outbox.send(topics.RESULTS, result, topics.request_key(request_id))
+        await self._reply(rejected_result(request_id, now, f"invalid request: {error}", now), reply_to)
+
+    async def _reply(self, result: FusedResult, reply_to: ReplyTo | None) -> None:
+        await self._outbox.send(
+            reply_to.topic if reply_to else topics.RESULTS,
+            result,
+            topics.request_key(result.request_id),
+            reply_to.partition if reply_to else None,
+        )
 
 
 def register(broker: KafkaBroker, catalog: Catalog) -> Dispatcher:

@@ -33,7 +33,8 @@ class Gathering:
 
     @property
     def ok_count(self) -> int:
-        return sum(1 for answer in self.answers.values() if answer.status == "ok")
+        members = len(self.plan.members) if self.plan else 0
+        return sum(1 for i, answer in self.answers.items() if answer.status == "ok" and i < members)
 
     def _note_quorum(self, now: datetime) -> None:
         if self.plan is not None and self.quorum_at is None and self.ok_count >= self.plan.quorum:

@@ -148,12 +148,12 @@ def _points(value: Any) -> list[str]:
         value = [value]
     if not isinstance(value, list):
         return []
-    points = [str(item).strip()[:_MAX_POINT_CHARS] for item in value if isinstance(item, str | int | float)]
+    points = [item.strip()[:_MAX_POINT_CHARS] for item in value if isinstance(item, str)]
     return [point for point in points if point][:_MAX_POINTS]
 
 
-def _close_truncated(text: str) -> str:
-    """Closes the strings, arrays and objects of JSON cut off at a token limit."""
+def _scan(text: str) -> tuple[bool, str]:
+    """Whether `text` ends inside a string, and the closers its open arrays and objects need."""
     closers: list[str] = []
     in_string = escaped = False
     for char in text:
@@ -170,9 +170,22 @@ def _close_truncated(text: str) -> str:
             closers.append("}" if char == "{" else "]")
         elif char in "}]" and closers:
             closers.pop()
-    repaired = text + ('"' if in_string else "")
-    repaired = re.sub(r'[,:]\s*$|,\s*"[^"]*"\s*$', "", repaired.rstrip())
-    return repaired + "".join(reversed(closers))
+    return in_string, "".join(reversed(closers))
+
+
+_DANGLING = (
+    re.compile(r'(,\s*)?"[^"]*"\s*:\s*$'),  # a key and its colon, no value yet
+    re.compile(r'(,\s*)?"[^"]*"\s*$'),  # a key (or a last value) cut after its closing quote
+    re.compile(r"[,:]\s*$"),
+)
+
+
+def _repairs(text: str) -> list[str]:
+    """Ways to close JSON cut off at a token limit, from the least to the most dropped."""
+    in_string, _ = _scan(text)
+    base = (text + '"' if in_string else text).rstrip()
+    candidates = [base, *(pattern.sub("", base) for pattern in _DANGLING)]
+    return [candidate + _scan(candidate)[1] for candidate in candidates]
 
 
 def _first_json_object(text: str) -> dict[str, Any]:
@@ -187,11 +200,11 @@ def _first_json_object(text: str) -> dict[str, Any]:
             return value
         start = text.find("{", start + 1)
     first = text.find("{")
-    if first != -1:
+    for repaired in _repairs(text[first:]) if first != -1 else []:
         try:
-            value = json.loads(_close_truncated(text[first:]))
+            value = json.loads(repaired)
         except json.JSONDecodeError:
-            value = None
+            continue
         if isinstance(value, dict):
             return value
     raise AnalysisError("the judge's analysis contains no JSON object")

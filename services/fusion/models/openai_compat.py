@@ -1,6 +1,7 @@
 """OpenAI-compatible chat completions over httpx: OpenRouter, OpenAI, vLLM, Ollama, llama.cpp, ..."""
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -30,13 +31,40 @@ def _error_detail(response: httpx.Response) -> str:
         return response.text[:_ERROR_BODY_CHARS]
 
 
+def _tokens(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _usage(usage: object) -> Usage:
+    """Token counts as reported; a malformed usage block counts as zero rather than losing the reply."""
+    if not isinstance(usage, dict):
+        return Usage()
+    return Usage(
+        input_tokens=_tokens(usage.get("prompt_tokens")),
+        output_tokens=_tokens(usage.get("completion_tokens")),
+    )
+
+
 class OpenAICompatModel:
     """Adapter for the `/chat/completions` API shape."""
 
-    def __init__(self, client: httpx.AsyncClient, provider_name: str, structured_output: str = "json_schema"):
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        provider_name: str,
+        structured_output: str = "json_schema",
+        secrets: Sequence[str] = (),
+    ) -> None:
         self._client = client
         self._provider = provider_name
         self._structured_output = structured_output
+        self._secrets = tuple(secret for secret in secrets if secret)
+
+    def _redact(self, text: str) -> str:
+        """A provider may echo the key it rejected; it must not reach our errors and logs."""
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
 
     def _payload(self, call: ModelCall) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -73,7 +101,9 @@ class OpenAICompatModel:
             ) from error
         if response.status_code >= 400:
             raise ModelHTTPError(
-                f"{self._provider} answered HTTP {response.status_code}: {_error_detail(response)}",
+                self._redact(
+                    f"{self._provider} answered HTTP {response.status_code}: {_error_detail(response)}"
+                ),
                 status_code=response.status_code,
                 retry_after_s=_retry_after(response),
             )
@@ -90,14 +120,7 @@ class OpenAICompatModel:
             raise ModelResponseError(f"{self._provider} reply has no choices[0].message.content") from error
         if not isinstance(text, str):
             raise ModelResponseError(f"{self._provider} reply content is not text")
-        usage = body.get("usage") or {}
-        return ModelReply(
-            text=text,
-            usage=Usage(
-                input_tokens=int(usage.get("prompt_tokens") or 0),
-                output_tokens=int(usage.get("completion_tokens") or 0),
-            ),
-        )
+        return ModelReply(text=text, usage=_usage(body.get("usage")))
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -33,7 +33,9 @@ def _openai_adapter(name: str, provider: Provider, transport: httpx.AsyncBaseTra
     key = provider.api_key()
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    return OpenAICompatModel(_http_client(provider, headers, transport), name, provider.structured_output)
+    return OpenAICompatModel(
+        _http_client(provider, headers, transport), name, provider.structured_output, secrets=[key or ""]
+    )
 
 
 ADAPTERS: dict[str, AdapterFactory] = {"openai": _openai_adapter}
