@@ -7,11 +7,13 @@ from fusion_contracts.panel import AnswersMessage, PanelAnswer, PanelPlan, Panel
 from fusion_contracts.request import FusionRequest, Policy, ReplyTo
 from fusion_contracts.result import (
     Analysis,
+    AnswerChunk,
     AnswerSource,
     FusedResult,
     JudgeOutcome,
     MemberOutcome,
     ReleaseReason,
+    ReplyMessage,
     ResultStatus,
     Timings,
     UsageSummary,
@@ -19,6 +21,7 @@ from fusion_contracts.result import (
 
 __all__ = [
     "Analysis",
+    "AnswerChunk",
     "AnswerSource",
     "AnswersMessage",
     "CallStatus",
@@ -34,6 +37,7 @@ __all__ = [
     "PanelTask",
     "Policy",
     "ReleaseReason",
+    "ReplyMessage",
     "ReplyTo",
     "ResultStatus",
     "Timings",

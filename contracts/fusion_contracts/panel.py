@@ -46,6 +46,7 @@ class PanelPlan(Contract):
     submitted_at: Instant
     dispatched_at: Instant
     reply_to: ReplyTo | None = None
+    stream: bool = False
 
 
 class PanelAnswer(Contract):

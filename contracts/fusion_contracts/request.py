@@ -57,6 +57,7 @@ class FusionRequest(Contract):
     judge: ModelSpec | None = Field(default=None, description="Overrides the preset's judge.")
     policy: Policy = Policy()
     reply_to: ReplyTo | None = None
+    stream: bool = Field(default=False, description="Publish the final answer in AnswerChunks as written.")
     submitted_at: Instant = Field(default_factory=utc_now)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
 

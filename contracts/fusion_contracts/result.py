@@ -1,8 +1,8 @@
 """What the judge publishes on `fusion.results` (or the request's `reply_to`)."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt
+from pydantic import Discriminator, Field, NonNegativeFloat, NonNegativeInt
 
 from fusion_contracts.common import CallStatus, Contract, Instant, ModelName, RequestId, Usage
 from fusion_contracts.limits import MAX_ANSWER_CHARS, SCHEMA_VERSION
@@ -61,6 +61,7 @@ class UsageSummary(Contract):
 
 
 class FusedResult(Contract):
+    kind: Literal["result"] = "result"
     schema_version: Literal[1] = SCHEMA_VERSION
     request_id: RequestId
     status: ResultStatus
@@ -74,3 +75,20 @@ class FusedResult(Contract):
     error: str | None = Field(default=None, description="Why the request was rejected or failed.")
     timings: Timings
     answered: NonNegativeInt = Field(default=0, description="Members that answered ok.")
+
+
+class AnswerChunk(Contract):
+    """A piece of the judge's final answer as it is written, for requests with `stream` set.
+
+    Chunks of one request travel on its reply topic, keyed by request id, in `seq` order, ahead of the
+    request's `FusedResult`, whose `answer` is authoritative (it may differ when the judge failed)."""
+
+    kind: Literal["chunk"] = "chunk"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: RequestId
+    seq: NonNegativeInt
+    delta: str = Field(max_length=MAX_ANSWER_CHARS)
+
+
+ReplyMessage = Annotated[FusedResult | AnswerChunk, Discriminator("kind")]
+"""Everything on a reply topic (`fusion.results` or a request's `reply_to`)."""

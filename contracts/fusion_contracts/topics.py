@@ -14,6 +14,9 @@ ANSWERS: Final = "fusion.answers"
 RESULTS: Final = "fusion.results"
 """`FusedResult`, keyed by request id."""
 
+REPLIES_PREFIX: Final = "fusion.replies."
+"""Each gateway instance reads its own reply topic, `fusion.replies.<instance>`."""
+
 DLQ: Final = "fusion.dlq"
 """`DeadLetter`, keyed by the original message's key."""
 

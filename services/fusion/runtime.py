@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import uvicorn
 from faststream.asgi import AsgiFastStream, make_ping_asgi
 from faststream.kafka import KafkaBroker
+from starlette.types import ASGIApp
 
 from fusion.logs import configure_logging
 from fusion.settings import Settings
@@ -25,13 +26,13 @@ def service_app(
     )
 
 
-def serve(app: AsgiFastStream, settings: Settings, service: str) -> None:
+def serve(app: ASGIApp, settings: Settings, service: str, host: str, port: int) -> None:
     """Blocks until SIGINT or SIGTERM; the broker stops after in-flight handlers return."""
     configure_logging(settings, service)
     config = uvicorn.Config(
         app,
-        host=settings.health_host,
-        port=settings.health_port_for(service),
+        host=host,
+        port=port,
         log_config=None,
         access_log=False,
         lifespan="on",

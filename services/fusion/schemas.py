@@ -4,7 +4,15 @@ import json
 from pathlib import Path
 
 import fusion_contracts
-from fusion_contracts import DeadLetter, FusedResult, FusionRequest, PanelAnswer, PanelPlan, PanelTask
+from fusion_contracts import (
+    AnswerChunk,
+    DeadLetter,
+    FusedResult,
+    FusionRequest,
+    PanelAnswer,
+    PanelPlan,
+    PanelTask,
+)
 from pydantic import BaseModel
 
 SCHEMA_DIR = Path(fusion_contracts.__file__).resolve().parent.parent / "schemas"
@@ -15,6 +23,7 @@ MESSAGES: tuple[type[BaseModel], ...] = (
     PanelPlan,
     PanelAnswer,
     FusedResult,
+    AnswerChunk,
     DeadLetter,
 )
 

@@ -5,10 +5,10 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ServiceName = Literal["dispatcher", "panel-worker", "judge"]
+ServiceName = Literal["dispatcher", "panel-worker", "judge", "gateway"]
 
 DEFAULT_HEALTH_PORTS: dict[str, int] = {"dispatcher": 8181, "panel-worker": 8182, "judge": 8183}
 
@@ -36,6 +36,16 @@ class Settings(BaseSettings):
     partitions_answers: int = Field(default=8, ge=1)
     partitions_results: int = Field(default=8, ge=1)
     partitions_dlq: int = Field(default=1, ge=1)
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    gateway_api_key: SecretStr | None = Field(
+        default=None, description="When set, every API call needs `Authorization: Bearer <key>`."
+    )
+    gateway_max_in_flight: int = Field(default=512, ge=1, description="Concurrent requests; then 429.")
+    gateway_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    gateway_idempotency_ttl_s: float = Field(default=600.0, gt=0)
+    gateway_tool_rounds: int = Field(default=4, ge=1, description="Model turns in a fusion-as-tool loop.")
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

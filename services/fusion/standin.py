@@ -10,6 +10,10 @@ end-to-end tests: it says nothing worth reading.
     garbage        answers 200 with a body that is not JSON
     anything else  answers after --latency-ms
 
+With `"stream": true` it streams the words of its answer as server-sent events. When the request
+lists a tool named `fusion` (and `tool_choice` is not "none"), it calls that tool with the last user
+message, and once a tool result is in the conversation it answers from it.
+
 `GET /stats` returns how many completion requests it received, by model id.
 
 Usage: python -m fusion.standin [--host 127.0.0.1] [--port 8099] [--latency-ms 50]
@@ -18,6 +22,7 @@ Usage: python -m fusion.standin [--host 127.0.0.1] [--port 8099] [--latency-ms 5
 import argparse
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,6 +32,8 @@ import uvicorn
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_USAGE = {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}
 
 _ANALYSIS = {
     "consensus": ["Answer 1 and Answer 2 agree on the main point."],
@@ -85,25 +92,89 @@ class StandInModels:
         delay_ms = (
             float(model.removeprefix("sleep-")) if model.startswith("sleep-") else self.default_latency_ms
         )
+        message = self._message(model, request)
+        if request.get("stream"):
+            await self._stream(send, model, str(message.get("content") or ""), delay_ms)
+            return
         await asyncio.sleep(delay_ms / 1000)
-        if request.get("response_format"):
-            text = json.dumps(_ANALYSIS)
-        else:
-            question = str(request["messages"][-1].get("content", ""))[:80]
-            text = f"Stand-in answer from {model} to: {question}"
+        finish = "tool_calls" if "tool_calls" in message else "stop"
         await self._json(
             send,
             200,
             {
                 "id": "standin",
                 "object": "chat.completion",
+                "created": int(time.time()),
                 "model": model,
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                ],
-                "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": _USAGE,
             },
         )
+
+    @staticmethod
+    def _message(model: str, request: dict[str, Any]) -> dict[str, Any]:
+        messages = request.get("messages") or [{}]
+        tools = [tool.get("function", {}).get("name") for tool in request.get("tools") or []]
+        if "fusion" in tools and request.get("tool_choice") != "none":
+            results = [m for m in messages if m.get("role") == "tool"]
+            if results:
+                return {
+                    "role": "assistant",
+                    "content": f"With the panel's help: {results[-1]['content'][:200]}",
+                }
+            question = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+            call = {"name": "fusion", "arguments": json.dumps({"question": question})}
+            return {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "call_standin_1", "type": "function", "function": call}],
+            }
+        if request.get("response_format"):
+            return {"role": "assistant", "content": json.dumps(_ANALYSIS)}
+        question = str(messages[-1].get("content", ""))[:80]
+        return {"role": "assistant", "content": f"Stand-in answer from {model} to: {question}"}
+
+    async def _stream(self, send: Send, model: str, text: str, delay_ms: float) -> None:
+        """Server-sent events in OpenAI's chunk format: half the delay, then the words spread over
+        the other half, then usage and [DONE]."""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        words = text.split(" ")
+        await asyncio.sleep(delay_ms / 2000)
+        pieces = [
+            {"role": "assistant"},
+            *({"content": w if i == 0 else " " + w} for i, w in enumerate(words)),
+        ]
+        for index, delta in enumerate(pieces):
+            finish = "stop" if index == len(pieces) - 1 else None
+            chunk = {
+                "id": "standin",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": f"data: {json.dumps(chunk)}\n\n".encode(),
+                    "more_body": True,
+                }
+            )
+            await asyncio.sleep(delay_ms / 2000 / max(len(pieces), 1))
+        usage = {
+            "id": "standin",
+            "object": "chat.completion.chunk",
+            "model": model,
+            "choices": [],
+            "usage": _USAGE,
+        }
+        tail = f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode()
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     async def _json(self, send: Send, status: int, payload: dict[str, Any]) -> None:
         await self._raw(send, status, json.dumps(payload).encode(), "application/json")

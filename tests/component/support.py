@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from faststream.kafka import KafkaBroker, KafkaMessage
 from fusion.kafka.codec import decode
-from fusion.models import ModelError, ModelReply
+from fusion.models import ModelError, ModelReply, OnDelta
 from fusion_contracts import (
     AnswersMessage,
     CallStatus,
@@ -63,6 +63,7 @@ class FakeModels:
         messages: list[ChatMessage],
         json_schema: dict[str, Any] | None = None,
         stop: Sequence[str] = (),
+        on_delta: OnDelta | None = None,
     ) -> ModelReply:
         self.calls.append((spec, messages, json_schema))
         if self.gate is not None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fusion.models import ModelHTTPError, ModelReply
+from fusion.models import ModelHTTPError, ModelReply, OnDelta
 from fusion.panel_worker.calls import answer_task
 from fusion_contracts import ChatMessage, ModelSpec, PanelTask, Usage, limits
 
@@ -24,6 +24,7 @@ class FakeModels:
         messages: list[ChatMessage],
         json_schema: dict[str, Any] | None = None,
         stop: Sequence[str] = (),
+        on_delta: OnDelta | None = None,
     ) -> ModelReply:
         self.calls.append((spec, messages, json_schema))
         if self.delay_s:

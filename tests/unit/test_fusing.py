@@ -10,7 +10,7 @@ import httpx
 from fusion.catalog import Catalog
 from fusion.judge.fusing import Judge, crashed_result
 from fusion.judge.prompts import final_stop
-from fusion.models import ModelError, ModelReply, ModelRouter, ModelUnavailable
+from fusion.models import ModelError, ModelReply, ModelRouter, ModelUnavailable, OnDelta
 from fusion_contracts import (
     Analysis,
     CallStatus,
@@ -56,6 +56,7 @@ class FakeJudgeModel:
         messages: list[ChatMessage],
         json_schema: dict[str, Any] | None = None,
         stop: Sequence[str] = (),
+        on_delta: OnDelta | None = None,
     ) -> ModelReply:
         self.calls.append(Call(spec, messages, json_schema, stop))
         is_analysis = json_schema is not None

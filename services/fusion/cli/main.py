@@ -19,12 +19,18 @@ def _serve(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> in
     from fusion.panel_worker.app import create_app as panel_worker
     from fusion.runtime import serve
 
+    if args.service == "gateway":
+        from fusion.gateway.app import create_app as gateway
+
+        serve(gateway(settings, catalog), settings, "gateway", settings.gateway_host, settings.gateway_port)
+        return 0
     factories: dict[str, Callable[[Settings, Catalog], AsgiFastStream]] = {
         "dispatcher": dispatcher,
         "panel-worker": panel_worker,
         "judge": judge,
     }
-    serve(factories[args.service](settings, catalog), settings, args.service)
+    app = factories[args.service](settings, catalog)
+    serve(app, settings, args.service, settings.health_host, settings.health_port_for(args.service))
     return 0
 
 
@@ -68,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run one service in this process")
-    serve.add_argument("service", choices=["dispatcher", "panel-worker", "judge"])
+    serve.add_argument("service", choices=["dispatcher", "panel-worker", "judge", "gateway"])
     serve.set_defaults(run=_serve)
 
     ask = commands.add_parser("ask", help="fuse one question and print the result")

@@ -65,6 +65,7 @@ def plan_request(request: FusionRequest, catalog: Catalog, now: datetime) -> Dis
         submitted_at=request.submitted_at,
         dispatched_at=now,
         reply_to=request.reply_to,
+        stream=request.stream,
     )
     tasks = [
         PanelTask(

@@ -8,7 +8,16 @@ import structlog
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
-from fusion_contracts import AnswersMessage, PanelAnswer, PanelPlan, ReleaseReason, limits, topics
+from fusion_contracts import (
+    AnswerChunk,
+    AnswersMessage,
+    FusedResult,
+    PanelAnswer,
+    PanelPlan,
+    ReleaseReason,
+    limits,
+    topics,
+)
 from fusion_contracts.common import utc_now
 from pydantic import TypeAdapter
 
@@ -16,6 +25,7 @@ from fusion.catalog import Catalog
 from fusion.clock import seconds_until
 from fusion.judge.fusing import Judge, crashed_result
 from fusion.judge.gathering import Gathering, Gatherings
+from fusion.judge.streaming import ChunkPublisher
 from fusion.kafka.broker import Outbox, build_broker
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.models import CompletesChat, ModelRouter
@@ -87,19 +97,29 @@ class JudgeService:
         log.info(
             "request released", request_id=plan.request_id, reason=reason, answers=len(gathering.answers)
         )
+        reply_to = plan.reply_to
+        key = topics.request_key(plan.request_id)
+
+        async def reply(message: FusedResult | AnswerChunk) -> None:
+            await self._outbox.send(
+                reply_to.topic if reply_to else topics.RESULTS,
+                message,
+                key,
+                reply_to.partition if reply_to else None,
+            )
+
+        chunks = ChunkPublisher(plan.request_id, reply) if plan.stream else None
         async with self._slots:
             try:
-                result = await self._judge.fuse(plan, gathering.answers, reason, released_at)
+                result = await self._judge.fuse(
+                    plan, gathering.answers, reason, released_at, chunks.push if chunks else None
+                )
             except Exception as error:
                 log.exception("fusion crashed", request_id=plan.request_id)
                 result = crashed_result(plan, gathering.answers, reason, released_at, error)
-        reply_to = plan.reply_to
-        await self._outbox.send(
-            reply_to.topic if reply_to else topics.RESULTS,
-            result,
-            topics.request_key(plan.request_id),
-            reply_to.partition if reply_to else None,
-        )
+        if chunks is not None:
+            await chunks.close()
+        await reply(result)
         log.info(
             "result published",
             request_id=plan.request_id,

@@ -38,7 +38,7 @@ from fusion.judge.prompts import (
     label_answers,
     parse_analysis,
 )
-from fusion.models import CompletesChat, ModelError
+from fusion.models import CompletesChat, ModelError, OnDelta
 
 ANALYSIS_SHARE = 0.5
 """Of the time left for the judge, the analysis may take at most this share."""
@@ -122,8 +122,14 @@ class Judge:
         self._models = models
 
     async def fuse(
-        self, plan: PanelPlan, answers: dict[int, PanelAnswer], release: ReleaseReason, released_at: datetime
+        self,
+        plan: PanelPlan,
+        answers: dict[int, PanelAnswer],
+        release: ReleaseReason,
+        released_at: datetime,
+        on_delta: OnDelta | None = None,
     ) -> FusedResult:
+        """`on_delta` receives the final answer as the judge writes it (requests with `stream`)."""
         members = member_outcomes(plan, answers)
         usable = {m.index: m.text for m in members if m.status == "ok" and m.text}
         if not usable:
@@ -131,7 +137,7 @@ class Judge:
                 plan, release, released_at, members, status="failed", error=failure_reason(members)
             )
 
-        run = await self._judge(plan, usable)
+        run = await self._judge(plan, usable, on_delta)
         judge = JudgeOutcome(
             model=plan.judge.model,
             status=run.status,
@@ -159,7 +165,7 @@ class Judge:
             judge=judge,
         )
 
-    async def _judge(self, plan: PanelPlan, usable: dict[int, str]) -> _JudgeRun:
+    async def _judge(self, plan: PanelPlan, usable: dict[int, str], on_delta: OnDelta | None) -> _JudgeRun:
         run = _JudgeRun()
         started = time.perf_counter()
         labelled = label_answers(plan.request_id, usable)
@@ -187,6 +193,7 @@ class Judge:
                     plan.judge,
                     final_messages(plan.request_id, plan.messages, labelled, run.analysis),
                     stop=final_stop(plan.request_id),
+                    on_delta=on_delta,
                 )
             run.usage += reply.usage
             if text := clean_final(plan.request_id, reply.text):

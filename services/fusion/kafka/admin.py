@@ -1,6 +1,6 @@
 """Topic creation: explicit partition counts, idempotent."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from fusion_contracts import limits, topics
@@ -12,6 +12,7 @@ from fusion.settings import Settings
 class TopicPlan:
     name: str
     partitions: int
+    config: dict[str, str] = field(default_factory=dict)
 
 
 def topic_plan(settings: Settings) -> list[TopicPlan]:
@@ -31,17 +32,22 @@ class TopicError(RuntimeError):
     """The broker refused to create a topic."""
 
 
-async def create_topics(
-    settings: Settings, extra: list[TopicPlan] | None = None, replication: int = 1
-) -> dict[str, str]:
-    """Creates what is missing; returns each topic's name with 'created' or 'exists'."""
-    plans = [*topic_plan(settings), *(extra or [])]
+async def create_topics(settings: Settings, replication: int = 1) -> dict[str, str]:
+    """Creates Fusion's topics that are missing; returns each name with 'created' or 'exists'."""
+    return await _create(settings, topic_plan(settings), replication)
+
+
+async def create_topic(settings: Settings, plan: TopicPlan, replication: int = 1) -> str:
+    return (await _create(settings, [plan], replication))[plan.name]
+
+
+async def _create(settings: Settings, plans: list[TopicPlan], replication: int) -> dict[str, str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15_000)
     await admin.start()
     try:
         config = {"max.message.bytes": str(limits.MAX_MESSAGE_BYTES)}
         response = await admin.create_topics(
-            [NewTopic(p.name, p.partitions, replication, topic_configs=config) for p in plans]
+            [NewTopic(p.name, p.partitions, replication, topic_configs={**config, **p.config}) for p in plans]
         )
     finally:
         await admin.close()

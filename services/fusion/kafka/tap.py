@@ -9,11 +9,20 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer
-from fusion_contracts import AnswersMessage, FusedResult, PanelAnswer, PanelPlan, limits, topics
+from fusion_contracts import (
+    AnswerChunk,
+    AnswersMessage,
+    FusedResult,
+    PanelAnswer,
+    PanelPlan,
+    ReplyMessage,
+    limits,
+    topics,
+)
 from pydantic import TypeAdapter
 
 from fusion.kafka.codec import DecodeError, decode
@@ -27,42 +36,47 @@ class TopicTap:
     """Calls `on_record` for every record published to `topic` after `start()` returns."""
 
     def __init__(self, bootstrap: str, topic: str, on_record: Callable[[Any], None]) -> None:
+        self._bootstrap = bootstrap
         self._topic = topic
         self._on_record = on_record
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=100,
             max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
         )
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self, timeout_s: float = 15.0) -> None:
-        await self._consumer.start()
+        consumer = self._consumer = self._new_consumer()
+        await consumer.start()
         try:
             # Without a group, subscribing assigns every partition once the metadata has arrived.
-            self._consumer.subscribe([self._topic])
+            consumer.subscribe([self._topic])
             async with asyncio.timeout(timeout_s):
-                while not self._consumer.assignment():  # noqa: ASYNC110 - aiokafka has no event for it
+                while not consumer.assignment():  # noqa: ASYNC110 - aiokafka has no event for it
                     await asyncio.sleep(0.05)
-            partitions = sorted(self._consumer.assignment())
-            await self._consumer.seek_to_end(*partitions)
+            partitions = sorted(consumer.assignment())
+            await consumer.seek_to_end(*partitions)
             for partition in partitions:  # resolve the end offsets now, before the caller publishes
-                await self._consumer.position(partition)
+                await consumer.position(partition)
         except TimeoutError:
-            await self._consumer.stop()
+            await consumer.stop()
             raise RuntimeError(
                 f"topic {self._topic} has no partitions after {timeout_s:.0f} s; run `fusion topics create`"
             ) from None
         except BaseException:
-            await self._consumer.stop()
+            await consumer.stop()
             raise
-        self._task = asyncio.create_task(self._run(), name=f"tap:{self._topic}")
+        self._task = asyncio.create_task(self._run(consumer), name=f"tap:{self._topic}")
 
-    async def _run(self) -> None:
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            batches = await self._consumer.getmany(timeout_ms=200)
+            batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
                     self._on_record(record)
@@ -72,28 +86,27 @@ class TopicTap:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._consumer.stop()
+            self._task = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
 
 
 class Correlator(Generic[T]):
-    """Routes decoded messages of a tapped topic to whoever registered for their request id."""
+    """Routes decoded messages of a tapped topic to the listener registered for their request id."""
 
     def __init__(self, bootstrap: str, topic: str, adapter: TypeAdapter[T], request_id: Callable[[T], str]):
         self._adapter = adapter
         self._request_id = request_id
-        self._futures: dict[str, asyncio.Future[T]] = {}
         self._listeners: dict[str, Callable[[T], None]] = {}
-        self.seen: Counter[str] = Counter()
         self._tap = TopicTap(bootstrap, topic, self._on_record)
 
-    async def __aenter__(self) -> "Correlator[T]":
+    async def __aenter__(self) -> Self:
         await self._tap.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._tap.stop()
-        for future in self._futures.values():
-            future.cancel()
 
     def _on_record(self, record: Any) -> None:
         try:
@@ -101,42 +114,69 @@ class Correlator(Generic[T]):
         except DecodeError as error:
             log.warning("undecodable message on tapped topic", topic=record.topic, error=str(error))
             return
-        request_id = self._request_id(message)
-        self.seen[request_id] += 1
+        self._deliver(self._request_id(message), message)
+
+    def _deliver(self, request_id: str, message: T) -> None:
         if listener := self._listeners.get(request_id):
             listener(message)
-        future = self._futures.get(request_id)
-        if future is not None and not future.done():
-            future.set_result(message)
 
-    def expect(self, request_id: str) -> "asyncio.Future[T]":
-        """Registers interest in the first message for `request_id`; call before publishing."""
+    def listen(self, request_id: str, listener: Callable[[T], None]) -> None:
+        """Calls `listener` for every message for `request_id`; register before publishing."""
+        self._listeners[request_id] = listener
+
+    def forget(self, request_id: str) -> None:
+        self._listeners.pop(request_id, None)
+
+
+Reply = FusedResult | AnswerChunk
+
+
+class ReplyRouter(Correlator[Reply]):
+    """Replies by request id: a future per request completes with its `FusedResult`, and listeners
+    also see the `AnswerChunk`s ahead of it. `seen` counts results per request id."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic, _REPLIES, lambda message: message.request_id)
+        self._futures: dict[str, asyncio.Future[FusedResult]] = {}
+        self.seen: Counter[str] = Counter()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await super().__aexit__(*exc)
+        for future in self._futures.values():
+            future.cancel()
+
+    def _deliver(self, request_id: str, message: Reply) -> None:
+        super()._deliver(request_id, message)
+        if isinstance(message, FusedResult):
+            self.seen[request_id] += 1
+            future = self._futures.get(request_id)
+            if future is not None and not future.done():
+                future.set_result(message)
+
+    def expect(self, request_id: str) -> "asyncio.Future[FusedResult]":
+        """Registers interest in the result for `request_id`; call before publishing."""
         future = self._futures.get(request_id)
         if future is None:
             future = self._futures[request_id] = asyncio.get_running_loop().create_future()
         return future
 
-    def listen(self, request_id: str, listener: Callable[[T], None]) -> None:
-        """Calls `listener` for every message for `request_id`."""
-        self._listeners[request_id] = listener
-
     def forget(self, request_id: str) -> None:
+        super().forget(request_id)
         self._futures.pop(request_id, None)
-        self._listeners.pop(request_id, None)
 
-    async def wait(self, request_id: str, timeout_s: float) -> T:
+    async def wait(self, request_id: str, timeout_s: float) -> FusedResult:
         try:
             return await asyncio.wait_for(asyncio.shield(self.expect(request_id)), timeout_s)
         finally:
             self.forget(request_id)
 
 
-_RESULT: TypeAdapter[FusedResult] = TypeAdapter(FusedResult)
+_REPLIES: TypeAdapter[Reply] = TypeAdapter(ReplyMessage)
 _ANSWERS: TypeAdapter[PanelPlan | PanelAnswer] = TypeAdapter(AnswersMessage)
 
 
-def result_waiter(bootstrap: str, topic: str = topics.RESULTS) -> Correlator[FusedResult]:
-    return Correlator(bootstrap, topic, _RESULT, lambda result: result.request_id)
+def result_waiter(bootstrap: str, topic: str = topics.RESULTS) -> ReplyRouter:
+    return ReplyRouter(bootstrap, topic)
 
 
 def answer_watcher(bootstrap: str) -> Correlator[PanelPlan | PanelAnswer]:

@@ -1,6 +1,6 @@
 """Model adapters: one per API shape, picked from a registry by the catalog's `api` field."""
 
-from fusion.models.base import ChatModel, CompletesChat, ModelCall, ModelReply
+from fusion.models.base import ChatModel, CompletesChat, ModelCall, ModelReply, OnDelta
 from fusion.models.errors import (
     ModelConfigError,
     ModelError,
@@ -22,5 +22,6 @@ __all__ = [
     "ModelResponseError",
     "ModelRouter",
     "ModelUnavailable",
+    "OnDelta",
     "missing_key",
 ]

@@ -1,6 +1,6 @@
 """What every model adapter takes and returns, independent of the provider's API shape."""
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -51,10 +51,21 @@ class ModelReply:
     """The cost the provider reported, when it reports one."""
 
 
-class ChatModel(Protocol):
-    """One provider's chat API. Implementations raise `ModelError` subclasses, never a raw httpx error."""
+OnDelta = Callable[[str], Awaitable[None]]
+"""Receives each piece of a streamed answer as the provider sends it."""
 
-    async def complete(self, call: ModelCall) -> ModelReply: ...
+
+class ChatModel(Protocol):
+    """One provider's chat API. Implementations raise `ModelError` subclasses, never a raw httpx error.
+
+    With `on_delta`, the answer is streamed: each piece goes to `on_delta` as it arrives, and the
+    returned reply holds the whole text (and the usage, where the provider reports it in streams)."""
+
+    async def complete(self, call: ModelCall, on_delta: OnDelta | None = None) -> ModelReply: ...
+
+    async def passthrough(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def passthrough_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]: ...
 
     async def aclose(self) -> None: ...
 
@@ -68,4 +79,5 @@ class CompletesChat(Protocol):
         messages: list[ChatMessage],
         json_schema: dict[str, Any] | None = None,
         stop: Sequence[str] = (),
+        on_delta: OnDelta | None = None,
     ) -> ModelReply: ...

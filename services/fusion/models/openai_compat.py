@@ -1,13 +1,14 @@
 """OpenAI-compatible chat completions over httpx: OpenRouter, OpenAI, vLLM, Ollama, llama.cpp, ..."""
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
 from fusion_contracts import Usage
 
-from fusion.models.base import ModelCall, ModelReply
+from fusion.models.base import ModelCall, ModelReply, OnDelta
 from fusion.models.errors import ModelHTTPError, ModelResponseError, ModelUnavailable
 
 _ERROR_BODY_CHARS = 300
@@ -90,24 +91,94 @@ class OpenAICompatModel:
             payload["response_format"] = {"type": "json_object", "schema": call.json_schema}
         return payload
 
-    async def complete(self, call: ModelCall) -> ModelReply:
-        try:
+    async def complete(self, call: ModelCall, on_delta: OnDelta | None = None) -> ModelReply:
+        if on_delta is not None:
+            return await self._stream(call, on_delta)
+        async with self._errors_mapped():
             response = await self._client.post("chat/completions", json=self._payload(call))
+        await self._raise_for_status(response)
+        return self._parse(response)
+
+    async def _stream(self, call: ModelCall, on_delta: OnDelta) -> ModelReply:
+        payload = {**self._payload(call), "stream": True, "stream_options": {"include_usage": True}}
+        parts: list[str] = []
+        usage = Usage()
+        async with (
+            self._errors_mapped(),
+            self._client.stream("POST", "chat/completions", json=payload) as response,
+        ):
+            await self._raise_for_status(response)
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line.removeprefix("data:").strip()
+                if data == "[DONE]":
+                    break
+                delta, reported = self._parse_chunk(data)
+                if reported is not None:
+                    usage = reported
+                if delta:
+                    parts.append(delta)
+                    await on_delta(delta)
+        return ModelReply(text="".join(parts), usage=usage)
+
+    def _parse_chunk(self, data: str) -> tuple[str, Usage | None]:
+        try:
+            chunk = json.loads(data)
+        except json.JSONDecodeError as error:
+            raise ModelResponseError(f"{self._provider} streamed malformed JSON: {error}") from error
+        if not isinstance(chunk, dict):
+            raise ModelResponseError(f"{self._provider} streamed a chunk that is not an object")
+        usage = _usage(chunk["usage"]) if isinstance(chunk.get("usage"), dict) else None
+        choices = chunk.get("choices") or []
+        delta = choices[0].get("delta") if choices and isinstance(choices[0], dict) else None
+        content = delta.get("content") if isinstance(delta, dict) else None
+        return (content if isinstance(content, str) else ""), usage
+
+    async def passthrough(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Sends an OpenAI request body as is (the gateway's pass-through and tool loop)."""
+        async with self._errors_mapped():
+            response = await self._client.post("chat/completions", json={**body, "stream": False})
+        await self._raise_for_status(response)
+        try:
+            reply = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelResponseError(f"{self._provider} answered with malformed JSON: {error}") from error
+        if not isinstance(reply, dict):
+            raise ModelResponseError(f"{self._provider} answered with JSON that is not an object")
+        return reply
+
+    async def passthrough_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """Sends a streaming OpenAI request body as is and yields the provider's SSE bytes."""
+        async with (
+            self._errors_mapped(),
+            self._client.stream("POST", "chat/completions", json={**body, "stream": True}) as response,
+        ):
+            await self._raise_for_status(response)
+            async for chunk in response.aiter_bytes():
+                yield chunk
+
+    @contextlib.asynccontextmanager
+    async def _errors_mapped(self) -> AsyncIterator[None]:
+        try:
+            yield
         except httpx.TimeoutException as error:
             raise TimeoutError(f"{self._provider}: no answer in time") from error
         except httpx.TransportError as error:
             raise ModelUnavailable(
                 f"{self._provider} unreachable: {type(error).__name__}: {error}"
             ) from error
-        if response.status_code >= 400:
-            raise ModelHTTPError(
-                self._redact(
-                    f"{self._provider} answered HTTP {response.status_code}: {_error_detail(response)}"
-                ),
-                status_code=response.status_code,
-                retry_after_s=_retry_after(response),
-            )
-        return self._parse(response)
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        await response.aread()
+        detail = _error_detail(response)
+        raise ModelHTTPError(
+            self._redact(f"{self._provider} answered HTTP {response.status_code}: {detail}"),
+            status_code=response.status_code,
+            retry_after_s=_retry_after(response),
+        )
 
     def _parse(self, response: httpx.Response) -> ModelReply:
         try:

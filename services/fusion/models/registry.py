@@ -7,7 +7,7 @@ import httpx
 from fusion_contracts import ChatMessage, ModelSpec
 
 from fusion.catalog import Catalog, CatalogError, Provider
-from fusion.models.base import ChatModel, ModelCall, ModelReply
+from fusion.models.base import ChatModel, ModelCall, ModelReply, OnDelta
 from fusion.models.errors import ModelConfigError
 from fusion.models.openai_compat import OpenAICompatModel
 
@@ -74,13 +74,24 @@ class ModelRouter:
         messages: list[ChatMessage],
         json_schema: dict[str, Any] | None = None,
         stop: Sequence[str] = (),
+        on_delta: OnDelta | None = None,
     ) -> ModelReply:
         try:
             model = self._catalog.model(spec.model)
         except CatalogError as error:
             raise ModelConfigError(str(error)) from error
         adapter = self._adapter(model.provider)
-        return await adapter.complete(ModelCall.for_spec(model.id, spec, messages, json_schema, stop))
+        return await adapter.complete(
+            ModelCall.for_spec(model.id, spec, messages, json_schema, stop), on_delta
+        )
+
+    def for_model(self, name: str) -> tuple[ChatModel, str]:
+        """The adapter for a catalog model and the provider's id for it (for pass-through calls)."""
+        try:
+            model = self._catalog.model(name)
+        except CatalogError as error:
+            raise ModelConfigError(str(error)) from error
+        return self._adapter(model.provider), model.id
 
     async def aclose(self) -> None:
         for adapter in self._adapters.values():

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: Fusion as a model name, streaming, and Fusion as a tool."""

@@ -1,0 +1,84 @@
+"""The parts of OpenAI's Chat Completions request that the gateway reads. Other fields pass through."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ChatMessageIn(_Lenient):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class PanelMemberIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    system_prompt: str | None = None
+
+
+class FusionOptions(BaseModel):
+    """The `fusion` object of a request body (the OpenAI SDK sends it through `extra_body`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    panel: list[str | PanelMemberIn] | None = Field(
+        default=None, description="Catalog model names, or objects with per-member parameters."
+    )
+    judge: str | PanelMemberIn | None = None
+    quorum: int | None = None
+    grace_s: float | None = None
+    deadline_s: float | None = None
+
+
+class ChatCompletionRequest(_Lenient):
+    model: str = Field(description="`fusion`, `fusion/<preset>`, or any catalog model (passed through).")
+    messages: list[ChatMessageIn]
+    stream: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    seed: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    fusion: FusionOptions | None = None
+
+
+FUSION_TOOL_NAME = "fusion"
+
+FUSION_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": FUSION_TOOL_NAME,
+        "description": (
+            "Ask a panel of language models the same question and get one answer fused from theirs. "
+            "Slower and costlier than answering yourself: use it for hard, high-stakes or disputed "
+            "questions."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "question": {"type": "string", "description": "The full, self-contained question."},
+                "preset": {"type": "string", "description": "A Fusion preset; the default otherwise."},
+            },
+            "required": ["question"],
+        },
+    },
+}
+"""The tool's shape, as documented; the gateway recognises the tool by its name alone."""
+
+ErrorType = Literal[
+    "invalid_request_error", "authentication_error", "not_found_error", "rate_limit_error", "api_error"
+]

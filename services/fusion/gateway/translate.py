@@ -1,0 +1,200 @@
+"""OpenAI chat completions <-> Fusion contracts. Pure functions."""
+
+from typing import Any
+
+from fusion_contracts import ChatMessage, FusedResult, FusionRequest, ModelSpec, Policy, ReplyTo
+from pydantic import ValidationError
+
+from fusion.catalog import Catalog, CatalogError
+from fusion.gateway.errors import GatewayError
+from fusion.gateway.openai_types import ChatCompletionRequest, ChatMessageIn, PanelMemberIn
+from fusion.kafka.codec import describe
+
+FUSION_MODEL = "fusion"
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+def is_fusion_model(model: str) -> bool:
+    return model == FUSION_MODEL or model.startswith(FUSION_MODEL + "/")
+
+
+def preset_of(model: str, catalog: Catalog) -> str:
+    """`fusion` is the default preset, `fusion/<preset>` that preset; an unknown preset is a 400."""
+    preset = model.removeprefix(FUSION_MODEL).removeprefix("/") or catalog.default_preset
+    if preset not in catalog.presets:
+        known = ", ".join(f"fusion/{name}" for name in sorted(catalog.presets))
+        raise GatewayError.invalid(f"unknown preset {preset!r}; use one of: fusion, {known}", "model")
+    return preset
+
+
+def _text(message: ChatMessageIn, index: int) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [part.get("text") for part in content if part.get("type") == "text"]
+        if len(parts) == len(content) and all(isinstance(part, str) for part in parts):
+            return "".join(str(part) for part in parts)
+        raise GatewayError.invalid(f"messages[{index}]: a fused request takes text content only", "messages")
+    raise GatewayError.invalid(f"messages[{index}] has no content", "messages")
+
+
+def to_messages(messages: list[ChatMessageIn]) -> list[ChatMessage]:
+    converted = []
+    for index, message in enumerate(messages):
+        role = _ROLES.get(message.role)
+        if role is None or message.tool_calls:
+            raise GatewayError.invalid(
+                f"messages[{index}]: role {message.role!r} or tool calls cannot be fused; "
+                "send system, user and assistant text",
+                "messages",
+            )
+        converted.append({"role": role, "content": _text(message, index)})
+    try:
+        return [ChatMessage.model_validate(message) for message in converted]
+    except ValidationError as error:
+        raise GatewayError.invalid(f"messages: {describe(error)}", "messages") from error
+
+
+def _spec(member: str | PanelMemberIn, catalog: Catalog, where: str) -> ModelSpec:
+    data = {"model": member} if isinstance(member, str) else member.model_dump(exclude_none=True)
+    try:
+        spec = ModelSpec.model_validate(data)
+        catalog.model(spec.model)
+    except ValidationError as error:
+        raise GatewayError.invalid(f"{where}: {describe(error)}", "fusion") from error
+    except CatalogError as error:
+        raise GatewayError.invalid(f"{where}: {error}", "fusion") from error
+    return spec
+
+
+def _judge(body: ChatCompletionRequest, catalog: Catalog, preset: str) -> ModelSpec | None:
+    """The judge writes the answer the client sees, so the client's sampling settings go to it."""
+    options = body.fusion
+    judge = (
+        _spec(options.judge, catalog, "fusion.judge")
+        if options and options.judge
+        else catalog.preset(preset).judge
+    )
+    overrides = {
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "max_tokens": body.max_completion_tokens or body.max_tokens,
+        "seed": body.seed,
+    }
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if not overrides and not (options and options.judge):
+        return None
+    try:
+        return ModelSpec.model_validate({**judge.model_dump(), **overrides})
+    except ValidationError as error:
+        raise GatewayError.invalid(describe(error), "temperature") from error
+
+
+def to_fusion_request(
+    body: ChatCompletionRequest, catalog: Catalog, request_id: str, reply_to: ReplyTo, stream: bool
+) -> FusionRequest:
+    preset = preset_of(body.model, catalog)
+    options = body.fusion
+    panel = None
+    if options and options.panel is not None:
+        panel = [_spec(member, catalog, f"fusion.panel[{i}]") for i, member in enumerate(options.panel)]
+    policy: dict[str, Any] = {}
+    if options:
+        policy = {
+            key: value
+            for key, value in {
+                "quorum": options.quorum,
+                "grace_s": options.grace_s,
+                "deadline_s": options.deadline_s,
+            }.items()
+            if value is not None
+        }
+    try:
+        return FusionRequest(
+            request_id=request_id,
+            messages=to_messages(body.messages),
+            preset=None if panel is not None else preset,
+            panel=panel,
+            judge=_judge(body, catalog, preset),
+            policy=Policy.model_validate(policy),
+            reply_to=reply_to,
+            stream=stream,
+            metadata={"via": "gateway"},
+        )
+    except ValidationError as error:
+        raise GatewayError.invalid(describe(error), "fusion") from error
+
+
+def usage(result: FusedResult) -> dict[str, int]:
+    total = result.usage.total
+    return {
+        "prompt_tokens": total.input_tokens,
+        "completion_tokens": total.output_tokens,
+        "total_tokens": total.total_tokens,
+    }
+
+
+def fusion_summary(result: FusedResult) -> dict[str, Any]:
+    """The `fusion` object of a response: how the answer came to be."""
+    return {
+        "request_id": result.request_id,
+        "status": result.status,
+        "release": result.release,
+        "answer_source": result.answer_source,
+        "analysis": result.analysis.model_dump() if result.analysis else None,
+        "members": [
+            {
+                "index": member.index,
+                "model": member.model,
+                "status": member.status,
+                "latency_ms": member.latency_ms,
+                "usage": member.usage.model_dump(),
+                "error": member.error,
+            }
+            for member in result.members
+        ],
+        "judge": result.judge.model_dump() if result.judge else None,
+        "timings": result.timings.model_dump(mode="json"),
+    }
+
+
+def completion(result: FusedResult, model: str, created: int) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{result.request_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.answer},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": usage(result),
+        "fusion": fusion_summary(result),
+    }
+
+
+def chunk(
+    request_id: str, model: str, created: int, delta: dict[str, Any], finish: str | None = None
+) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }
+
+
+def result_error(result: FusedResult) -> GatewayError | None:
+    """A result without an answer, as the HTTP error it becomes."""
+    if result.status == "rejected":
+        return GatewayError.invalid(result.error or "the request was rejected", None)
+    if result.status == "failed":
+        message = result.error or "the fusion failed"
+        return GatewayError(502, message, "api_error", "fusion_failed", fusion=fusion_summary(result))
+    return None
