@@ -13,6 +13,7 @@ from fusion.settings import Settings
 
 from tests.support.stack import (
     BOOTSTRAP,
+    GATEWAY_PORTS,
     KAFKA_PORT,
     LOCAL_MODELS_PORT,
     STANDIN_PORT,
@@ -101,3 +102,9 @@ def local_models() -> Iterator[str]:
         yield f"http://127.0.0.1:{LOCAL_MODELS_PORT}/v1"
     finally:
         run_infra("local-models.sh", "stop", MODELS_PORT=str(LOCAL_MODELS_PORT))
+
+
+@pytest.fixture(scope="session")
+def gateways(services: Services) -> list[str]:
+    """Two gateway instances on the session's broker, each with its own reply topic."""
+    return [services.start_gateway(f"gateway-{i}", port) for i, port in enumerate(GATEWAY_PORTS[:2])]

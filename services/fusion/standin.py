@@ -22,6 +22,7 @@ Usage: python -m fusion.standin [--host 127.0.0.1] [--port 8099] [--latency-ms 5
 import argparse
 import asyncio
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -131,7 +132,8 @@ class StandInModels:
             }
         if request.get("response_format"):
             return {"role": "assistant", "content": json.dumps(_ANALYSIS)}
-        question = str(messages[-1].get("content", ""))[:80]
+        # Tags are dropped (the judge's fences), so an echoed prompt reads as plain text.
+        question = " ".join(re.sub(r"<[^>]*>", " ", str(messages[-1].get("content", ""))).split())[:200]
         return {"role": "assistant", "content": f"Stand-in answer from {model} to: {question}"}
 
     async def _stream(self, send: Send, model: str, text: str, delay_ms: float) -> None:

@@ -36,3 +36,45 @@ async def test_preset_local_fuses_three_real_model_answers(local_models: str, cl
     assert result.usage.total.output_tokens == sum(m.usage.output_tokens for m in result.members) + (
         result.judge.usage.output_tokens
     )
+
+
+async def test_the_openai_sdk_gets_fused_answers_from_the_local_models(
+    local_models: str, gateways: list[str]
+) -> None:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=f"{gateways[0]}/v1", api_key="none", max_retries=0, timeout=300)
+    question = [{"role": "user", "content": "Give one tip for writing clear emails."}]
+
+    started = time.monotonic()
+    completion = await client.chat.completions.create(model="fusion/local", messages=question)  # type: ignore[arg-type]
+    plain_s = time.monotonic() - started
+
+    stream = await client.chat.completions.create(model="fusion/local", messages=question, stream=True)  # type: ignore[arg-type]
+    started = time.monotonic()
+    first_content_s = None
+    pieces: list[str] = []
+    fusion = None
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            first_content_s = first_content_s or time.monotonic() - started
+            pieces.append(chunk.choices[0].delta.content)
+        if chunk.choices and chunk.choices[0].finish_reason:
+            fusion = (chunk.model_extra or {}).get("fusion")
+    streamed_s = time.monotonic() - started
+
+    print(
+        f"\nSDK via gateway, local models: plain {plain_s:.1f} s; streamed: first words after"
+        f" {first_content_s:.1f} s, done after {streamed_s:.1f} s ({len(pieces)} chunks)"
+    )
+    assert completion.choices[0].message.content
+    assert (completion.model_extra or {})["fusion"]["status"] == "complete"
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens > 0
+    assert "".join(pieces).strip()
+    assert fusion is not None
+    assert fusion["status"] == "complete"
+    assert fusion["answer_source"] == "judge"
+    assert len(pieces) > 1
+    assert first_content_s is not None
+    assert first_content_s < streamed_s

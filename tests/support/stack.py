@@ -22,6 +22,7 @@ BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
 STANDIN_PORT = 18099
 LOCAL_MODELS_PORT = 18088
 HEALTH_PORTS = {"dispatcher": 18181, "panel-worker": 18182, "judge": 18183}
+GATEWAY_PORTS = (18080, 18081, 18082, 18083, 18084, 18085)
 
 
 def run_infra(script: str, action: str, **env: str) -> None:
@@ -48,10 +49,20 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1.0)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
 def test_catalog(path: Path) -> Path:
     """Stand-in behaviours as catalog models, and the real local models on the test port."""
     path.write_text(
         f"""
+default_preset = "standin"
+
 [providers.local]
 api = "openai"
 base_url = "http://127.0.0.1:{LOCAL_MODELS_PORT}/v1"
@@ -97,6 +108,14 @@ id = "b"
 provider = "nowhere"
 id = "c"
 
+[models.slow-judge]
+provider = "standin"
+id = "sleep-600"
+
+[models.toolmodel]
+provider = "standin"
+id = "sleep-10"
+
 [presets.standin]
 panel = [{{ model = "fast" }}, {{ model = "fast", temperature = 0.9 }}, {{ model = "fast", seed = 3 }}]
 judge = {{ model = "fast" }}
@@ -113,18 +132,35 @@ class Services:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, name: str) -> None:
-        log = (self.log_dir / f"{name}.log").open("ab")
-        env = {**self.env, "FUSION_HEALTH_PORT": str(HEALTH_PORTS[name])}
+        """One of dispatcher, panel-worker, judge, with its health endpoint on the test port."""
+        self.run(name, name, {"FUSION_HEALTH_PORT": str(HEALTH_PORTS[name])}, HEALTH_PORTS[name])
+
+    def start_gateway(self, label: str, port: int, ready: bool = True, **env: str) -> str:
+        """A gateway instance (`label` names it, as its instance id) on `port`; returns its base URL."""
+        settings = {"FUSION_GATEWAY_PORT": str(port), "FUSION_INSTANCE_ID": f"tests-{label}", **env}
+        self.run(label, "gateway", settings, port if ready else None)
+        url = f"http://127.0.0.1:{port}"
+        if not ready:  # up, but not connected to Kafka: wait for the HTTP server alone
+            process = self.processes[label]
+            wait_until(lambda: _answers(f"{url}/health"), 60, label, alive=lambda: process.poll() is None)
+        return url
+
+    def run(self, label: str, service: str, extra_env: dict[str, str], health_port: int | None) -> None:
+        log = (self.log_dir / f"{label}.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "fusion.cli.main", "serve", name], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "fusion.cli.main", "serve", service],
+            env={**self.env, **extra_env},
+            stdout=log,
+            stderr=log,
         )
-        self.processes[name] = process
-        wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{HEALTH_PORTS[name]}/health"),
-            60,
-            name,
-            alive=lambda: process.poll() is None,
-        )
+        self.processes[label] = process
+        if health_port is not None:
+            wait_until(
+                lambda: http_ok(f"http://127.0.0.1:{health_port}/health"),
+                60,
+                label,
+                alive=lambda: process.poll() is None,
+            )
 
     def stop(self, name: str) -> None:
         process = self.processes.pop(name)
