@@ -11,13 +11,14 @@ DEMO_QUESTION ?= Why is the sky blue? Answer in three sentences.
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: help install up down run test lint format schemas kafka-up kafka-down kafka-reset clean
+.PHONY: help install up down run test lint format schemas kafka-up kafka-down kafka-reset clean bench-gateway
 
 help:
 	@echo "make run     install, start Kafka + local models + services, fuse a demo question"
 	@echo "make up      start the local stack in the background;  make down  stop it"
 	@echo "make test    install and run every test (starts its own broker and model server)"
 	@echo "make lint    ruff and mypy --strict"
+	@echo "make bench-gateway   the gateway's added latency (stand-in models), table + plot"
 
 install: $(INSTALLED)
 
@@ -64,11 +65,14 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy contracts services infra tests
+	$(BIN)/mypy contracts services infra tests bench
 
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+bench-gateway: install
+	$(BIN)/python -m bench.gateway_overhead
 
 schemas: install
 	$(FUSION) schemas

@@ -5,6 +5,8 @@ import time
 import pytest
 from fusion.client import FusionClient
 from fusion_contracts import ChatMessage, FusionRequest, Policy
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
@@ -41,16 +43,16 @@ async def test_preset_local_fuses_three_real_model_answers(local_models: str, cl
 async def test_the_openai_sdk_gets_fused_answers_from_the_local_models(
     local_models: str, gateways: list[str]
 ) -> None:
-    from openai import AsyncOpenAI
-
     client = AsyncOpenAI(base_url=f"{gateways[0]}/v1", api_key="none", max_retries=0, timeout=300)
-    question = [{"role": "user", "content": "Give one tip for writing clear emails."}]
+    question: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "Give one tip for writing clear emails."}
+    ]
 
     started = time.monotonic()
-    completion = await client.chat.completions.create(model="fusion/local", messages=question)  # type: ignore[arg-type]
+    completion = await client.chat.completions.create(model="fusion/local", messages=question)
     plain_s = time.monotonic() - started
 
-    stream = await client.chat.completions.create(model="fusion/local", messages=question, stream=True)  # type: ignore[arg-type]
+    stream = await client.chat.completions.create(model="fusion/local", messages=question, stream=True)
     started = time.monotonic()
     first_content_s = None
     pieces: list[str] = []

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from tests.support.stack import GATEWAY_PORTS, Services
 
@@ -123,7 +124,7 @@ async def test_the_openapi_spec_is_served(gateways: list[str]) -> None:
 
 
 async def test_a_model_calls_fusion_as_a_tool_and_answers_from_it(gateways: list[str]) -> None:
-    tool = {
+    tool: ChatCompletionToolParam = {
         "type": "function",
         "function": {
             "name": "fusion",
@@ -132,14 +133,17 @@ async def test_a_model_calls_fusion_as_a_tool_and_answers_from_it(gateways: list
         },
     }
     client = sdk(gateways[0])
+    question: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Is P = NP?"}]
 
     used = await client.chat.completions.create(
-        model="toolmodel", messages=[{"role": "user", "content": "Is P = NP?"}], tools=[tool]  # type: ignore[list-item]
+        model="toolmodel",
+        messages=question,
+        tools=[tool],
     )
     declined = await client.chat.completions.create(
         model="toolmodel",
-        messages=[{"role": "user", "content": "Is P = NP?"}],
-        tools=[tool],  # type: ignore[list-item]
+        messages=question,
+        tools=[tool],
         tool_choice="none",
     )
 
@@ -230,7 +234,9 @@ async def test_an_oversized_body_gets_413(gateways: list[str]) -> None:
 
 
 async def test_a_wrong_or_missing_key_gets_401_when_a_key_is_configured(services: Services) -> None:
-    url = services.start_gateway("gateway-keyed", GATEWAY_PORTS[2], FUSION_GATEWAY_API_KEY="s3cret-gateway-key")
+    url = services.start_gateway(
+        "gateway-keyed", GATEWAY_PORTS[2], FUSION_GATEWAY_API_KEY="s3cret-gateway-key"
+    )
     try:
         async with httpx.AsyncClient(timeout=30) as client:
             missing = await client.post(f"{url}/v1/chat/completions", json=ask("x"))
