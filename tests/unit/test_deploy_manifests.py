@@ -49,8 +49,17 @@ def test_one_deployment_per_service_serving_health_where_probed() -> None:
         assert container["ports"][0]["containerPort"] == health_port
         assert container["readinessProbe"]["httpGet"]["path"] == "/health"
 
-    assert set(served) == {"dispatcher", "panel-worker", "judge"}
+    assert set(served) == {"dispatcher", "panel-worker", "judge", "gateway"}
     assert settings["data"]["FUSION_HEALTH_HOST"] == "0.0.0.0"
+    assert settings["data"]["FUSION_GATEWAY_HOST"] == "0.0.0.0"
+    assert int(settings["data"]["FUSION_GATEWAY_PORT"]) == health_port
+
+
+def test_the_gateway_service_targets_the_gateway_pods() -> None:
+    (service,) = of_kind("Service")
+    (gateway,) = [d for d in of_kind("Deployment") if d["metadata"]["name"] == "fusion-gateway"]
+
+    assert service["spec"]["selector"] == gateway["spec"]["selector"]["matchLabels"]
 
 
 def test_the_catalog_config_map_loads(tmp_path: Path) -> None:
