@@ -58,6 +58,10 @@ class ModelSpec(Contract):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1, le=65_536)
     seed: int | None = None
+    reasoning_effort: Literal["low", "medium", "high"] | None = Field(
+        default=None,
+        description="For reasoning models: OpenAI's reasoning_effort, Anthropic's thinking budget.",
+    )
     system_prompt: str | None = Field(default=None, max_length=20_000)
 
 

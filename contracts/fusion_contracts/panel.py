@@ -1,5 +1,6 @@
 """What travels between the dispatcher, the panel workers and the judge."""
 
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import Discriminator, Field, NonNegativeFloat, NonNegativeInt
@@ -61,6 +62,7 @@ class PanelAnswer(Contract):
     text: str | None = Field(default=None, max_length=MAX_ANSWER_CHARS)
     error: str | None = Field(default=None, max_length=2_000)
     usage: Usage = Usage()
+    cost_usd: Decimal = Field(default=Decimal(0), ge=0, description="As reported by the provider, or priced.")
     latency_ms: NonNegativeFloat
     finished_at: Instant
     worker: str = Field(default="", max_length=200)

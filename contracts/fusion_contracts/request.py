@@ -1,6 +1,7 @@
 """What a client publishes on `fusion.requests`."""
 
 import uuid
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -32,6 +33,9 @@ class Policy(Contract):
         gt=0.0,
         le=MAX_DEADLINE_S,
         description="Seconds from submission to the fused result.",
+    )
+    max_cost_usd: Decimal | None = Field(
+        default=None, gt=0, description="Reject the request before any call when its estimate is higher."
     )
     judge_share: float = Field(
         default=0.35,

@@ -1,5 +1,6 @@
 """What the judge publishes on `fusion.results` (or the request's `reply_to`)."""
 
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import Discriminator, Field, NonNegativeFloat, NonNegativeInt
@@ -34,6 +35,7 @@ class MemberOutcome(Contract):
     text: str | None = Field(default=None, max_length=MAX_ANSWER_CHARS)
     error: str | None = None
     usage: Usage = Usage()
+    cost_usd: Decimal = Field(default=Decimal(0), ge=0)
     latency_ms: NonNegativeFloat | None = None
 
 
@@ -43,6 +45,7 @@ class JudgeOutcome(Contract):
     error: str | None = None
     analysis_error: str | None = Field(default=None, description="Why no typed analysis could be read.")
     usage: Usage = Usage()
+    cost_usd: Decimal = Field(default=Decimal(0), ge=0, description="Both judge calls.")
     latency_ms: NonNegativeFloat = 0.0
 
 
@@ -60,6 +63,15 @@ class UsageSummary(Contract):
     total: Usage = Usage()
 
 
+class CostSummary(Contract):
+    """US dollars, exact: the members' and the judge's costs add up to `total_usd` to the last digit."""
+
+    members_usd: Decimal = Decimal(0)
+    judge_usd: Decimal = Decimal(0)
+    total_usd: Decimal = Decimal(0)
+    by_model: dict[str, Decimal] = Field(default_factory=dict)
+
+
 class FusedResult(Contract):
     kind: Literal["result"] = "result"
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -72,6 +84,7 @@ class FusedResult(Contract):
     members: list[MemberOutcome] = Field(default_factory=list)
     judge: JudgeOutcome | None = None
     usage: UsageSummary = UsageSummary()
+    cost: CostSummary = CostSummary()
     error: str | None = Field(default=None, description="Why the request was rejected or failed.")
     timings: Timings
     answered: NonNegativeInt = Field(default=0, description="Members that answered ok.")

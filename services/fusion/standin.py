@@ -8,6 +8,7 @@ end-to-end tests: it says nothing worth reading.
     stall          accepts the request and never answers
     fail-<status>  answers with that HTTP status and an OpenAI-style error body
     garbage        answers 200 with a body that is not JSON
+    billed         answers after --latency-ms and reports `usage.cost` as OpenRouter does
     anything else  answers after --latency-ms
 
 With `"stream": true` it streams the words of its answer as server-sent events. When the request
@@ -35,6 +36,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _USAGE = {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}
+BILLED_COST = 0.000123
+"""What the stand-in reports in `usage.cost` (as OpenRouter does) for the model id `billed`."""
 
 _ANALYSIS = {
     "consensus": ["Answer 1 and Answer 2 agree on the main point."],
@@ -108,7 +111,7 @@ class StandInModels:
                 "created": int(time.time()),
                 "model": model,
                 "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                "usage": _USAGE,
+                "usage": {**_USAGE, "cost": BILLED_COST} if model == "billed" else _USAGE,
             },
         )
 

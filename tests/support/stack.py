@@ -116,6 +116,27 @@ id = "sleep-600"
 provider = "standin"
 id = "sleep-10"
 
+[providers.keyed]
+api = "openai"
+base_url = "http://127.0.0.1:{STANDIN_PORT}/v1"
+key_env = "FUSION_TEST_KEY_NOBODY_SETS"
+
+[models.needs-key]
+provider = "keyed"
+id = "sleep-10"
+
+[models.priced]
+provider = "standin"
+id = "sleep-10"
+input_usd_per_mtok = "3.5"
+output_usd_per_mtok = "17.25"
+
+[models.billed]
+provider = "standin"
+id = "billed"
+input_usd_per_mtok = "1"
+output_usd_per_mtok = "1"
+
 [presets.standin]
 panel = [{{ model = "fast" }}, {{ model = "fast", temperature = 0.9 }}, {{ model = "fast", seed = 3 }}]
 judge = {{ model = "fast" }}

@@ -25,6 +25,7 @@ class FakeModels:
         json_schema: dict[str, Any] | None = None,
         stop: Sequence[str] = (),
         on_delta: OnDelta | None = None,
+        deadline: float | None = None,
     ) -> ModelReply:
         self.calls.append((spec, messages, json_schema))
         if self.delay_s:

@@ -57,6 +57,7 @@ class FakeJudgeModel:
         json_schema: dict[str, Any] | None = None,
         stop: Sequence[str] = (),
         on_delta: OnDelta | None = None,
+        deadline: float | None = None,
     ) -> ModelReply:
         self.calls.append(Call(spec, messages, json_schema, stop))
         is_analysis = json_schema is not None

@@ -31,7 +31,10 @@ class Provider(_Entry):
     key_env: str | None = Field(default=None, description="Name of the env var holding the API key.")
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=120.0, gt=0)
-    max_concurrency: int = Field(default=32, ge=1)
+    max_concurrency: int = Field(default=32, ge=1, description="Calls at once, per process.")
+    rate_limit_per_s: float | None = Field(
+        default=None, gt=0, description="Requests per second, per process."
+    )
     structured_output: Literal["json_schema", "json_object", "none"] = Field(
         default="json_schema",
         description="How to ask for schema-shaped JSON: OpenAI's json_schema, llama.cpp's json_object "
@@ -41,6 +44,10 @@ class Provider(_Entry):
     def api_key(self) -> str | None:
         return os.environ.get(self.key_env) if self.key_env else None
 
+    def missing_key(self) -> str | None:
+        """The env var to set, when this provider needs a key that is not set."""
+        return self.key_env if self.key_env and not self.api_key() else None
+
 
 class Model(_Entry):
     provider: str
@@ -48,6 +55,7 @@ class Model(_Entry):
     input_usd_per_mtok: Decimal = Decimal(0)
     output_usd_per_mtok: Decimal = Decimal(0)
     context_window: int | None = None
+    max_output_tokens: int | None = Field(default=None, description="Assumed output when a call sets none.")
     description: str = ""
 
 

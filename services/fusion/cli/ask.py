@@ -34,7 +34,12 @@ def build_request(args: argparse.Namespace) -> FusionRequest:
         messages.insert(0, ChatMessage(role="system", content=args.system))
     policy = {
         key: value
-        for key, value in {"quorum": args.quorum, "grace_s": args.grace, "deadline_s": args.deadline}.items()
+        for key, value in {
+            "quorum": args.quorum,
+            "grace_s": args.grace,
+            "deadline_s": args.deadline,
+            "max_cost_usd": args.max_cost,
+        }.items()
         if value is not None
     }
     panel = [ModelSpec(model=name.strip()) for name in args.panel.split(",")] if args.panel else None

@@ -8,14 +8,14 @@ from fusion.models import missing_key
 
 
 def print_catalog(catalog: Catalog, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(width=max(Console().width, 120))
     models = Table(title="Models")
-    for column in ("name", "provider", "upstream id", "$/Mtok in", "$/Mtok out", "key"):
+    for column in ("name", "provider", "upstream id", "$/Mtok in", "$/Mtok out", "API key"):
         models.add_column(column)
     for name, model in sorted(catalog.models.items()):
         provider = catalog.providers[model.provider]
         env_var = missing_key(provider)
-        key = f"missing: set {env_var}" if env_var else ("set" if provider.key_env else "not needed")
+        key = f"set {env_var}" if env_var else ("ok" if provider.key_env else "none needed")
         models.add_row(
             name, model.provider, model.id, str(model.input_usd_per_mtok), str(model.output_usd_per_mtok), key
         )

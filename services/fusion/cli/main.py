@@ -87,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
     ask.add_argument("--quorum", type=int, help="answers needed before the straggler grace starts")
     ask.add_argument("--grace", type=float, help="seconds to wait for stragglers once quorum is in")
     ask.add_argument("--deadline", type=float, help="seconds until the fused result is due")
+    ask.add_argument("--max-cost", type=str, help="US dollars: reject the request if its estimate is higher")
     ask.add_argument("--json", action="store_true", help="print only the FusedResult as JSON on stdout")
     ask.set_defaults(run=_ask)
 

@@ -36,8 +36,8 @@ def render_result(result: FusedResult, console: Console) -> None:
         console.print(_calls_table(result))
     total = result.usage.total
     console.print(
-        f"tokens {total.input_tokens} in / {total.output_tokens} out · total {_ms(result.timings.total_ms)}"
-        f" · request {result.request_id}"
+        f"tokens {total.input_tokens} in / {total.output_tokens} out · cost ${result.cost.total_usd}"
+        f" · total {_ms(result.timings.total_ms)} · request {result.request_id}"
     )
 
 
@@ -55,7 +55,7 @@ def _render_analysis(result: FusedResult, console: Console) -> None:
 
 def _calls_table(result: FusedResult) -> Table:
     table = Table(title="Calls")
-    for column in ("#", "model", "status", "tokens in", "tokens out", "latency", "note"):
+    for column in ("#", "model", "status", "tokens in", "tokens out", "cost $", "latency", "note"):
         table.add_column(column)
     for member in result.members:
         table.add_row(
@@ -64,6 +64,7 @@ def _calls_table(result: FusedResult) -> Table:
             member.status,
             str(member.usage.input_tokens),
             str(member.usage.output_tokens),
+            str(member.cost_usd),
             _ms(member.latency_ms),
             (member.error or "")[:80],
         )
@@ -75,6 +76,7 @@ def _calls_table(result: FusedResult) -> Table:
             judge.status,
             str(judge.usage.input_tokens),
             str(judge.usage.output_tokens),
+            str(judge.cost_usd),
             _ms(judge.latency_ms),
             (judge.error or "")[:80],
         )

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from fusion_contracts import FusedResult, FusionRequest, ModelSpec, PanelPlan, PanelTask, Timings
 
 from fusion.catalog import Catalog, CatalogError
+from fusion.costs import estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,20 @@ def plan_request(request: FusionRequest, catalog: Catalog, now: datetime) -> Dis
         members, judge, preset_quorum = _resolve_panel(request, catalog)
     except CatalogError as error:
         return Rejection(str(error))
+
+    for spec in [*members, judge]:
+        model = catalog.model(spec.model)
+        if env_var := catalog.providers[model.provider].missing_key():
+            return Rejection(
+                f"model {spec.model!r} needs an API key: set {env_var} (provider {model.provider!r})"
+            )
+    budget = request.policy.max_cost_usd
+    if budget is not None:
+        estimated = estimate(request.messages, members, judge, catalog)
+        if estimated > budget:
+            return Rejection(
+                f"estimated cost ${estimated:.6f} is over max_cost_usd ${budget}; no model was called"
+            )
 
     quorum = request.policy.quorum or preset_quorum or len(members)
     if quorum > len(members):

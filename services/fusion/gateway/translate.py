@@ -126,12 +126,15 @@ def to_fusion_request(
         raise GatewayError.invalid(describe(error), "fusion") from error
 
 
-def usage(result: FusedResult) -> dict[str, int]:
+def usage(result: FusedResult) -> dict[str, Any]:
+    """OpenAI's usage, summed over every call, plus `cost` in dollars as OpenRouter reports it (a
+    number); the exact decimal figures are in `fusion.cost`."""
     total = result.usage.total
     return {
         "prompt_tokens": total.input_tokens,
         "completion_tokens": total.output_tokens,
         "total_tokens": total.total_tokens,
+        "cost": float(result.cost.total_usd),
     }
 
 
@@ -142,7 +145,7 @@ def fusion_summary(result: FusedResult) -> dict[str, Any]:
         "status": result.status,
         "release": result.release,
         "answer_source": result.answer_source,
-        "analysis": result.analysis.model_dump() if result.analysis else None,
+        "analysis": result.analysis.model_dump(mode="json") if result.analysis else None,
         "members": [
             {
                 "index": member.index,
@@ -150,11 +153,13 @@ def fusion_summary(result: FusedResult) -> dict[str, Any]:
                 "status": member.status,
                 "latency_ms": member.latency_ms,
                 "usage": member.usage.model_dump(),
+                "cost_usd": str(member.cost_usd),
                 "error": member.error,
             }
             for member in result.members
         ],
-        "judge": result.judge.model_dump() if result.judge else None,
+        "judge": result.judge.model_dump(mode="json") if result.judge else None,
+        "cost": result.cost.model_dump(mode="json"),
         "timings": result.timings.model_dump(mode="json"),
     }
 

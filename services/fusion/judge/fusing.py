@@ -9,10 +9,12 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from fusion_contracts import (
     Analysis,
     CallStatus,
+    CostSummary,
     FusedResult,
     JudgeOutcome,
     MemberOutcome,
@@ -67,6 +69,7 @@ def member_outcomes(plan: PanelPlan, answers: dict[int, PanelAnswer]) -> list[Me
                 text=answer.text,
                 error=answer.error,
                 usage=answer.usage,
+                cost_usd=answer.cost_usd,
                 latency_ms=answer.latency_ms,
             )
         )
@@ -81,6 +84,20 @@ def usage_summary(members: list[MemberOutcome], judge: JudgeOutcome | None) -> U
     for model, usage in calls:
         by_model[model] = by_model.get(model, Usage()) + usage
     return UsageSummary(by_model=by_model, total=sum(by_model.values(), Usage()))
+
+
+def cost_summary(members: list[MemberOutcome], judge: JudgeOutcome | None) -> CostSummary:
+    by_model: dict[str, Decimal] = {}
+    calls = [(member.model, member.cost_usd) for member in members]
+    if judge is not None:
+        calls.append((judge.model, judge.cost_usd))
+    for model, cost in calls:
+        by_model[model] = by_model.get(model, Decimal(0)) + cost
+    members_usd = sum((member.cost_usd for member in members), Decimal(0))
+    judge_usd = judge.cost_usd if judge is not None else Decimal(0)
+    return CostSummary(
+        members_usd=members_usd, judge_usd=judge_usd, total_usd=members_usd + judge_usd, by_model=by_model
+    )
 
 
 def failure_reason(members: list[MemberOutcome]) -> str:
@@ -114,6 +131,7 @@ class _JudgeRun:
     status: CallStatus = "ok"
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
+    cost_usd: Decimal = Decimal(0)
     latency_ms: float = 0.0
 
 
@@ -144,6 +162,7 @@ class Judge:
             error=run.error,
             analysis_error=run.analysis_error,
             usage=run.usage,
+            cost_usd=run.cost_usd,
             latency_ms=run.latency_ms,
         )
         all_ok = len(usable) == len(plan.members) and run.answer is not None
@@ -175,9 +194,13 @@ class Judge:
                 raise TimeoutError
             async with asyncio.timeout(budget):
                 reply = await self._models.complete(
-                    plan.judge, analysis_messages(plan.request_id, plan.messages, labelled), analysis_schema()
+                    plan.judge,
+                    analysis_messages(plan.request_id, plan.messages, labelled),
+                    analysis_schema(),
+                    deadline=time.monotonic() + budget,
                 )
             run.usage += reply.usage
+            run.cost_usd += reply.cost_usd or Decimal(0)
             run.analysis = parse_analysis(reply.text)
         except TimeoutError:
             run.analysis_error = "the analysis took longer than its share of the deadline"
@@ -194,8 +217,10 @@ class Judge:
                     final_messages(plan.request_id, plan.messages, labelled, run.analysis),
                     stop=final_stop(plan.request_id),
                     on_delta=on_delta,
+                    deadline=time.monotonic() + remaining,
                 )
             run.usage += reply.usage
+            run.cost_usd += reply.cost_usd or Decimal(0)
             if text := clean_final(plan.request_id, reply.text):
                 run.answer = text[: limits.MAX_ANSWER_CHARS]
             else:
@@ -223,6 +248,7 @@ class Judge:
                 "release": release,
                 "members": members,
                 "usage": usage_summary(members, judge if isinstance(judge, JudgeOutcome) else None),
+                "cost": cost_summary(members, judge if isinstance(judge, JudgeOutcome) else None),
                 "answered": sum(1 for member in members if member.status == "ok"),
                 "timings": Timings(
                     submitted_at=plan.submitted_at,

@@ -16,6 +16,7 @@ class ModelCall:
     top_p: float | None = None
     max_tokens: int | None = None
     seed: int | None = None
+    reasoning_effort: str | None = None
     json_schema: dict[str, Any] | None = None
     """Ask for a JSON reply that follows this schema, where the provider supports it."""
     stop: tuple[str, ...] = ()
@@ -38,6 +39,7 @@ class ModelCall:
             top_p=spec.top_p,
             max_tokens=spec.max_tokens,
             seed=spec.seed,
+            reasoning_effort=spec.reasoning_effort,
             json_schema=json_schema,
             stop=tuple(stop),
         )
@@ -48,7 +50,8 @@ class ModelReply:
     text: str
     usage: Usage = field(default_factory=Usage)
     cost_usd: Decimal | None = None
-    """The cost the provider reported, when it reports one."""
+    """From an adapter: the cost the provider reported, if any. From the `ModelRouter`: the call's cost,
+    reported or priced from the catalog."""
 
 
 OnDelta = Callable[[str], Awaitable[None]]
@@ -78,6 +81,8 @@ class CompletesChat(Protocol):
         spec: ModelSpec,
         messages: list[ChatMessage],
         json_schema: dict[str, Any] | None = None,
+        *,
         stop: Sequence[str] = (),
         on_delta: OnDelta | None = None,
+        deadline: float | None = None,
     ) -> ModelReply: ...

@@ -1,39 +1,20 @@
 """OpenAI-compatible chat completions over httpx: OpenRouter, OpenAI, vLLM, Ollama, llama.cpp, ..."""
 
-import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal
 from typing import Any
 
 import httpx
 from fusion_contracts import Usage
 
 from fusion.models.base import ModelCall, ModelReply, OnDelta
-from fusion.models.errors import ModelHTTPError, ModelResponseError, ModelUnavailable
-
-_ERROR_BODY_CHARS = 300
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+from fusion.models.errors import ModelResponseError
+from fusion.models.http import HttpAdapter, reported_cost, tokens
 
 
-def _error_detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        error = body.get("error", body) if isinstance(body, dict) else body
-        message = error.get("message", error) if isinstance(error, dict) else error
-        return str(message)[:_ERROR_BODY_CHARS]
-    except ValueError:
-        return response.text[:_ERROR_BODY_CHARS]
-
-
-def _tokens(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+def _cost(usage: object) -> Decimal | None:
+    return reported_cost(usage.get("cost")) if isinstance(usage, dict) else None
 
 
 def _usage(usage: object) -> Usage:
@@ -41,12 +22,11 @@ def _usage(usage: object) -> Usage:
     if not isinstance(usage, dict):
         return Usage()
     return Usage(
-        input_tokens=_tokens(usage.get("prompt_tokens")),
-        output_tokens=_tokens(usage.get("completion_tokens")),
+        input_tokens=tokens(usage.get("prompt_tokens")), output_tokens=tokens(usage.get("completion_tokens"))
     )
 
 
-class OpenAICompatModel:
+class OpenAICompatModel(HttpAdapter):
     """Adapter for the `/chat/completions` API shape."""
 
     def __init__(
@@ -56,16 +36,8 @@ class OpenAICompatModel:
         structured_output: str = "json_schema",
         secrets: Sequence[str] = (),
     ) -> None:
-        self._client = client
-        self._provider = provider_name
+        super().__init__(client, provider_name, secrets)
         self._structured_output = structured_output
-        self._secrets = tuple(secret for secret in secrets if secret)
-
-    def _redact(self, text: str) -> str:
-        """A provider may echo the key it rejected; it must not reach our errors and logs."""
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
 
     def _payload(self, call: ModelCall) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -78,6 +50,7 @@ class OpenAICompatModel:
             "top_p": call.top_p,
             "max_tokens": call.max_tokens,
             "seed": call.seed,
+            "reasoning_effort": call.reasoning_effort,
         }
         payload.update({key: value for key, value in optional.items() if value is not None})
         if call.stop:
@@ -103,6 +76,7 @@ class OpenAICompatModel:
         payload = {**self._payload(call), "stream": True, "stream_options": {"include_usage": True}}
         parts: list[str] = []
         usage = Usage()
+        cost: Decimal | None = None
         async with (
             self._errors_mapped(),
             self._client.stream("POST", "chat/completions", json=payload) as response,
@@ -116,20 +90,21 @@ class OpenAICompatModel:
                     break
                 delta, reported = self._parse_chunk(data)
                 if reported is not None:
-                    usage = reported
+                    usage, cost = _usage(reported), _cost(reported)
                 if delta:
                     parts.append(delta)
                     await on_delta(delta)
-        return ModelReply(text="".join(parts), usage=usage)
+        return ModelReply(text="".join(parts), usage=usage, cost_usd=cost)
 
-    def _parse_chunk(self, data: str) -> tuple[str, Usage | None]:
+    def _parse_chunk(self, data: str) -> tuple[str, dict[str, Any] | None]:
+        """A chunk's text, and its usage block when it carries one."""
         try:
             chunk = json.loads(data)
         except json.JSONDecodeError as error:
             raise ModelResponseError(f"{self._provider} streamed malformed JSON: {error}") from error
         if not isinstance(chunk, dict):
             raise ModelResponseError(f"{self._provider} streamed a chunk that is not an object")
-        usage = _usage(chunk["usage"]) if isinstance(chunk.get("usage"), dict) else None
+        usage = chunk["usage"] if isinstance(chunk.get("usage"), dict) else None
         choices = chunk.get("choices") or []
         delta = choices[0].get("delta") if choices and isinstance(choices[0], dict) else None
         content = delta.get("content") if isinstance(delta, dict) else None
@@ -158,28 +133,6 @@ class OpenAICompatModel:
             async for chunk in response.aiter_bytes():
                 yield chunk
 
-    @contextlib.asynccontextmanager
-    async def _errors_mapped(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except httpx.TimeoutException as error:
-            raise TimeoutError(f"{self._provider}: no answer in time") from error
-        except httpx.TransportError as error:
-            raise ModelUnavailable(
-                f"{self._provider} unreachable: {type(error).__name__}: {error}"
-            ) from error
-
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        if response.status_code < 400:
-            return
-        await response.aread()
-        detail = _error_detail(response)
-        raise ModelHTTPError(
-            self._redact(f"{self._provider} answered HTTP {response.status_code}: {detail}"),
-            status_code=response.status_code,
-            retry_after_s=_retry_after(response),
-        )
-
     def _parse(self, response: httpx.Response) -> ModelReply:
         try:
             body = response.json()
@@ -191,7 +144,4 @@ class OpenAICompatModel:
             raise ModelResponseError(f"{self._provider} reply has no choices[0].message.content") from error
         if not isinstance(text, str):
             raise ModelResponseError(f"{self._provider} reply content is not text")
-        return ModelReply(text=text, usage=_usage(body.get("usage")))
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
+        return ModelReply(text=text, usage=_usage(body.get("usage")), cost_usd=_cost(body.get("usage")))

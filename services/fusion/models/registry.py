@@ -1,5 +1,6 @@
 """Adapters by API shape, and the router that sends a model name to its provider's adapter."""
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -7,9 +8,12 @@ import httpx
 from fusion_contracts import ChatMessage, ModelSpec
 
 from fusion.catalog import Catalog, CatalogError, Provider
+from fusion.costs import call_cost
+from fusion.models.anthropic import API_VERSION, AnthropicModel
 from fusion.models.base import ChatModel, ModelCall, ModelReply, OnDelta
 from fusion.models.errors import ModelConfigError
 from fusion.models.openai_compat import OpenAICompatModel
+from fusion.models.resilience import ProviderLimits, RetryPolicy, with_retries
 
 AdapterFactory = Callable[[str, Provider, httpx.AsyncBaseTransport | None], ChatModel]
 
@@ -38,23 +42,43 @@ def _openai_adapter(name: str, provider: Provider, transport: httpx.AsyncBaseTra
     )
 
 
-ADAPTERS: dict[str, AdapterFactory] = {"openai": _openai_adapter}
+def _anthropic_adapter(
+    name: str, provider: Provider, transport: httpx.AsyncBaseTransport | None
+) -> ChatModel:
+    headers = {"anthropic-version": API_VERSION, **provider.headers}
+    key = provider.api_key()
+    if key:
+        headers["x-api-key"] = key
+    return AnthropicModel(_http_client(provider, headers, transport), name, secrets=[key or ""])
+
+
+ADAPTERS: dict[str, AdapterFactory] = {"openai": _openai_adapter, "anthropic": _anthropic_adapter}
+"""API shapes by the name a catalog provider gives in `api`. A new shape is a new entry here."""
 
 
 def missing_key(provider: Provider) -> str | None:
     """The env var to set, when the provider needs a key that is not set."""
-    if provider.key_env and not provider.api_key():
-        return provider.key_env
-    return None
+    return provider.missing_key()
+
+
+DEFAULT_RETRY = RetryPolicy()
 
 
 class ModelRouter:
-    """Calls any catalog model by name. One adapter, and one connection pool, per provider."""
+    """Calls any catalog model by name. One adapter, one connection pool and one set of limits per
+    provider, shared by every call in the process; retryable failures are retried within the deadline."""
 
-    def __init__(self, catalog: Catalog, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
         self._catalog = catalog
         self._transport = transport
+        self._retry = retry
         self._adapters: dict[str, ChatModel] = {}
+        self._limits: dict[str, ProviderLimits] = {}
 
     def _adapter(self, provider_name: str) -> ChatModel:
         adapter = self._adapters.get(provider_name)
@@ -66,6 +90,7 @@ class ModelRouter:
             if factory is None:
                 raise ModelConfigError(f"provider {provider_name!r} uses unknown API shape {provider.api!r}")
             adapter = self._adapters[provider_name] = factory(provider_name, provider, self._transport)
+            self._limits[provider_name] = ProviderLimits(provider.max_concurrency, provider.rate_limit_per_s)
         return adapter
 
     async def complete(
@@ -73,17 +98,25 @@ class ModelRouter:
         spec: ModelSpec,
         messages: list[ChatMessage],
         json_schema: dict[str, Any] | None = None,
+        *,
         stop: Sequence[str] = (),
         on_delta: OnDelta | None = None,
+        deadline: float | None = None,
     ) -> ModelReply:
+        """`deadline` is a `time.monotonic()` instant past which no retry starts."""
         try:
             model = self._catalog.model(spec.model)
         except CatalogError as error:
             raise ModelConfigError(str(error)) from error
         adapter = self._adapter(model.provider)
-        return await adapter.complete(
-            ModelCall.for_spec(model.id, spec, messages, json_schema, stop), on_delta
+        limits = self._limits[model.provider]
+        call = ModelCall.for_spec(model.id, spec, messages, json_schema, stop)
+        # A streamed call is not retried once text has gone out: the deltas cannot be taken back.
+        retry = self._retry if on_delta is None else RetryPolicy(attempts=1)
+        reply = await with_retries(
+            lambda: limits.run(lambda: adapter.complete(call, on_delta)), retry, deadline
         )
+        return dataclasses.replace(reply, cost_usd=call_cost(model, reply.usage, reply.cost_usd))
 
     def for_model(self, name: str) -> tuple[ChatModel, str]:
         """The adapter for a catalog model and the provider's id for it (for pass-through calls)."""

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from decimal import Decimal
 from typing import Any
 
 from fusion_contracts import PanelAnswer, PanelTask, limits
@@ -29,12 +30,15 @@ async def answer_task(task: PanelTask, models: CompletesChat, worker: str) -> Pa
         return outcome(status="timeout", error="the panel deadline passed before the call started")
     try:
         async with asyncio.timeout(remaining):
-            reply = await models.complete(task.member, task.messages)
+            reply = await models.complete(task.member, task.messages, deadline=time.monotonic() + remaining)
     except TimeoutError:
         return outcome(status="timeout", error=f"no answer within the panel deadline ({remaining:.1f} s)")
     except ModelError as error:
         return outcome(status="error", error=str(error)[:2000])
+    cost = reply.cost_usd or Decimal(0)
     text = reply.text.strip()
     if not text:
-        return outcome(status="error", error="the model returned an empty answer", usage=reply.usage)
-    return outcome(status="ok", text=text[: limits.MAX_ANSWER_CHARS], usage=reply.usage)
+        return outcome(
+            status="error", error="the model returned an empty answer", usage=reply.usage, cost_usd=cost
+        )
+    return outcome(status="ok", text=text[: limits.MAX_ANSWER_CHARS], usage=reply.usage, cost_usd=cost)

@@ -1,0 +1,82 @@
+"""What every HTTP model adapter shares: error mapping, status checks, key redaction, token counts."""
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal, InvalidOperation
+
+import httpx
+
+from fusion.models.errors import ModelHTTPError, ModelUnavailable
+
+_ERROR_BODY_CHARS = 300
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def error_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        error = body.get("error", body) if isinstance(body, dict) else body
+        message = error.get("message", error) if isinstance(error, dict) else error
+        return str(message)[:_ERROR_BODY_CHARS]
+    except ValueError:
+        return response.text[:_ERROR_BODY_CHARS]
+
+
+def tokens(value: object) -> int:
+    """A reported token count; anything but a non-negative integer counts as zero."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def reported_cost(value: object) -> Decimal | None:
+    """A provider-reported cost in dollars (OpenRouter's `usage.cost`), exact as written in the JSON."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        cost = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return cost if cost.is_finite() and cost >= 0 else None
+
+
+class HttpAdapter:
+    def __init__(self, client: httpx.AsyncClient, provider_name: str, secrets: Sequence[str] = ()) -> None:
+        self._client = client
+        self._provider = provider_name
+        self._secrets = tuple(secret for secret in secrets if secret)
+
+    def _redact(self, text: str) -> str:
+        """A provider may echo the key it rejected; it must not reach our errors and logs."""
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
+    @contextlib.asynccontextmanager
+    async def _errors_mapped(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except httpx.TimeoutException as error:
+            raise TimeoutError(f"{self._provider}: no answer in time") from error
+        except httpx.TransportError as error:
+            reason = f"{type(error).__name__}: {error}"
+            raise ModelUnavailable(f"{self._provider} unreachable: {reason}") from error
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        await response.aread()
+        detail = error_detail(response)
+        raise ModelHTTPError(
+            self._redact(f"{self._provider} answered HTTP {response.status_code}: {detail}"),
+            status_code=response.status_code,
+            retry_after_s=retry_after(response),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
