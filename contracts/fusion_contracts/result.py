@@ -37,6 +37,7 @@ class MemberOutcome(Contract):
     usage: Usage = Usage()
     cost_usd: Decimal = Field(default=Decimal(0), ge=0)
     latency_ms: NonNegativeFloat | None = None
+    finished_at: Instant | None = None
 
 
 class JudgeOutcome(Contract):
@@ -51,6 +52,7 @@ class JudgeOutcome(Contract):
 
 class Timings(Contract):
     submitted_at: Instant
+    dispatched_at: Instant | None = None
     released_at: Instant | None = None
     completed_at: Instant
     total_ms: NonNegativeFloat

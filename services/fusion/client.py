@@ -19,7 +19,7 @@ class FusionClient:
     """`async with FusionClient(settings) as client: result = await client.fuse(request)`."""
 
     def __init__(self, settings: Settings, watch_answers: bool = False) -> None:
-        self._broker = build_broker(settings, f"fusion-client-{settings.instance_id}")
+        self._broker = build_broker(settings, "fusion-client")
         self._outbox = Outbox(self._broker)
         self.results = result_waiter(settings.kafka_bootstrap)
         self._answers = answer_watcher(settings.kafka_bootstrap) if watch_answers else None

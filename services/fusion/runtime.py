@@ -6,21 +6,28 @@ from collections.abc import Awaitable, Callable, Sequence
 import uvicorn
 from faststream.asgi import AsgiFastStream, make_ping_asgi
 from faststream.kafka import KafkaBroker
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import make_asgi_app
 from starlette.types import ASGIApp
 
-from fusion.logs import configure_logging
+from fusion.observability.metrics import FusionMetrics
 from fusion.settings import Settings
 
 
 def service_app(
     broker: KafkaBroker,
+    metrics: FusionMetrics,
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> AsgiFastStream:
     return AsgiFastStream(
         broker,
         logger=logging.getLogger("fusion.app"),
-        asgi_routes=[("/health", make_ping_asgi(broker, timeout=5.0))],
+        asgi_routes=[
+            ("/health", make_ping_asgi(broker, timeout=5.0)),
+            ("/metrics", make_asgi_app(metrics.registry)),
+        ],
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
     )
@@ -28,7 +35,6 @@ def service_app(
 
 def serve(app: ASGIApp, settings: Settings, service: str, host: str, port: int) -> None:
     """Blocks until SIGINT or SIGTERM; the broker stops after in-flight handlers return."""
-    configure_logging(settings, service)
     config = uvicorn.Config(
         app,
         host=host,
@@ -38,4 +44,9 @@ def serve(app: ASGIApp, settings: Settings, service: str, host: str, port: int) 
         lifespan="on",
         timeout_graceful_shutdown=30,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, TracerProvider):
+            provider.shutdown()  # flushes the spans still queued for export

@@ -62,6 +62,7 @@ class FakeModels:
         spec: ModelSpec,
         messages: list[ChatMessage],
         json_schema: dict[str, Any] | None = None,
+        *,
         stop: Sequence[str] = (),
         on_delta: OnDelta | None = None,
         deadline: float | None = None,

@@ -155,7 +155,7 @@ def test_unreadable_or_missing_file_is_a_catalog_error(tmp_path: Path) -> None:
 
 def test_unknown_preset_lookup_lists_known_presets() -> None:
     catalog = load_catalog()
-    with pytest.raises(CatalogError, match="unknown preset 'nope'; the catalog has: local"):
+    with pytest.raises(CatalogError, match="unknown preset 'nope'; the catalog has: budget, local, quality"):
         catalog.preset("nope")
 
 
@@ -165,7 +165,8 @@ def test_unknown_model_lookup_lists_known_models() -> None:
         catalog.model("nope")
     message = str(caught.value)
     assert "unknown model 'nope'" in message
-    assert "gemma3-270m, smollm2-135m" in message
+    assert "gemma3-270m" in message
+    assert "smollm2-135m" in message
     with pytest.raises(CatalogError, match="unknown model 'nope'"):
         catalog.provider_of("nope")
 

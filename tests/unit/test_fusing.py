@@ -55,6 +55,7 @@ class FakeJudgeModel:
         spec: ModelSpec,
         messages: list[ChatMessage],
         json_schema: dict[str, Any] | None = None,
+        *,
         stop: Sequence[str] = (),
         on_delta: OnDelta | None = None,
         deadline: float | None = None,

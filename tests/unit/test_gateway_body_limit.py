@@ -61,7 +61,9 @@ class Client:
 
     @property
     def json(self) -> Any:
-        return json.loads(b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body"))
+        return json.loads(
+            b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
+        )
 
     def header(self, name: bytes) -> bytes | None:
         [start] = [message for message in self.sent if message["type"] == "http.response.start"]

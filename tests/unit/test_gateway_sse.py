@@ -81,7 +81,9 @@ async def test_tool_calls_are_streamed_with_their_index() -> None:
     )
 
     assert len(chunks) == 3  # role, tool calls, finish: no empty content event
-    assert chunks[1]["choices"][0]["delta"] == {"tool_calls": [{"index": 0, **CALLS[0]}, {"index": 1, **CALLS[1]}]}
+    assert chunks[1]["choices"][0]["delta"] == {
+        "tool_calls": [{"index": 0, **CALLS[0]}, {"index": 1, **CALLS[1]}]
+    }
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 

@@ -289,13 +289,14 @@ async def test_a_required_tool_choice_does_not_force_fusion_again_and_again() ->
 
 
 async def test_every_fusion_that_runs_is_handed_back_to_the_model() -> None:
-    # A provider that ignores tool_choice "none" on the last round and calls fusion again: a fusion
-    # run then must not be paid for and thrown away, nor the gateway's own tool call leak to the client.
+    # A provider that ignores tool_choice "none" on the last round and calls fusion again: that call is
+    # not run (nothing could read its answer, so it would be paid for and thrown away); it comes back to
+    # the client like a call to any tool the client listed.
     model = ScriptedModel(answer=lambda body: reply(None, [ask_fusion(f"call-{len(model.requests)}")]))
     fuse = FakeFuse()
 
     result = await run_tool_loop(request_body(), model, fuse, 2)
 
     delivered = {message["tool_call_id"] for request in model.requests for message in tool_messages(request)}
-    assert len(fuse.questions) == len(delivered)
-    assert not result["choices"][0]["message"].get("tool_calls")
+    assert len(fuse.questions) == len(delivered) == 1
+    assert [call["id"] for call in result["choices"][0]["message"]["tool_calls"]] == ["call-2"]

@@ -2,6 +2,7 @@
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from fusion.gateway.openai_types import ChatCompletionRequest, ChatMessageIn
 from fusion_contracts import (
     Analysis,
     ChatMessage,
+    CostSummary,
     FusedResult,
     FusionRequest,
     JudgeOutcome,
@@ -28,6 +30,7 @@ from fusion_contracts import (
 from fusion_contracts.result import ResultStatus
 
 OVERLAY = """
+replace = true
 default_preset = "duo"
 
 [providers.unit]
@@ -113,6 +116,7 @@ def a_result(
                 status="ok",
                 text="alpha says",
                 usage=Usage(input_tokens=3, output_tokens=4),
+                cost_usd=Decimal("0.0005"),
                 latency_ms=12.5,
             ),
             MemberOutcome(index=1, model="beta", status="error", error="boom"),
@@ -123,6 +127,9 @@ def a_result(
         usage=UsageSummary(
             by_model={"alpha": Usage(input_tokens=3, output_tokens=4)},
             total=Usage(input_tokens=8, output_tokens=10),
+        ),
+        cost=CostSummary(
+            members_usd=Decimal("0.0005"), judge_usd=Decimal("0.012"), total_usd=Decimal("0.0125")
         ),
         error=error,
         timings=Timings(submitted_at=NOW, released_at=NOW, completed_at=NOW, total_ms=42.0, panel_ms=20.0),
@@ -150,7 +157,7 @@ def test_plain_fusion_is_the_default_preset(catalog: Catalog) -> None:
     assert translate.preset_of("fusion", catalog) == "duo"
 
 
-@pytest.mark.parametrize("preset", ["solo", "duo", "local"])
+@pytest.mark.parametrize("preset", ["solo", "duo"])
 def test_fusion_slash_preset_is_that_preset(catalog: Catalog, preset: str) -> None:
     assert translate.preset_of(f"fusion/{preset}", catalog) == preset
 
@@ -165,7 +172,7 @@ def test_an_unknown_preset_is_a_400_naming_the_options(catalog: Catalog) -> None
         translate.preset_of("fusion/nope", catalog)
     message = invalid(caught, "model")
     assert "unknown preset 'nope'" in message
-    assert "use one of: fusion, fusion/duo, fusion/local, fusion/solo" in message
+    assert "use one of: fusion, fusion/duo, fusion/solo" in message
 
 
 # --- messages ----------------------------------------------------------------------------------
@@ -262,7 +269,8 @@ def test_a_preset_request(catalog: Catalog) -> None:
     assert request.request_id == "req-1"
     assert request.preset == "solo"
     assert request.panel is None
-    assert request.judge is None  # no overrides: the preset's judge, as the dispatcher resolves it
+    assert request.judge is not None  # always explicit: the preset's judge, as it is in the catalog
+    assert request.judge.model == "beta"
     assert request.policy == Policy()
     assert request.reply_to == REPLY_TO
     assert request.stream is True
@@ -391,8 +399,27 @@ def test_the_judge_model_does_not_depend_on_whether_a_sampling_setting_is_sent(c
 # --- responses ---------------------------------------------------------------------------------
 
 
+TOKEN_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def tokens(usage: dict[str, Any]) -> dict[str, Any]:
+    return {key: usage[key] for key in TOKEN_KEYS}
+
+
 def test_usage_is_the_total_in_openai_names() -> None:
-    assert translate.usage(a_result()) == {"prompt_tokens": 8, "completion_tokens": 10, "total_tokens": 18}
+    usage = translate.usage(a_result())
+    assert tokens(usage) == {"prompt_tokens": 8, "completion_tokens": 10, "total_tokens": 18}
+    assert usage["cost"] == 0.0125
+
+
+def test_usage_without_tokens_is_zero() -> None:
+    result = a_result().model_copy(update={"usage": UsageSummary(), "cost": CostSummary()})
+    assert translate.usage(result) == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "cost": 0.0,
+    }
 
 
 def test_fusion_summary() -> None:
@@ -403,7 +430,8 @@ def test_fusion_summary() -> None:
     assert summary["answer_source"] == "judge"
     assert summary["analysis"]["consensus"] == ["Answer 1 and Answer 2 agree"]
     assert summary["analysis"]["blind_spots"] == ["sunsets"]
-    assert summary["members"] == [
+    shown = ("index", "model", "status", "latency_ms", "usage", "error")
+    assert [{key: member[key] for key in shown} for member in summary["members"]] == [
         {
             "index": 0,
             "model": "alpha",
@@ -421,6 +449,8 @@ def test_fusion_summary() -> None:
             "error": "boom",
         },
     ]
+    assert summary["members"][0]["cost_usd"] == "0.0005"
+    assert summary["cost"]["total_usd"] == "0.0125"
     assert "text" not in summary["members"][0]  # the members' answers are not repeated
     assert summary["judge"]["model"] == "judgy"
     assert summary["judge"]["usage"] == {"input_tokens": 5, "output_tokens": 6}
@@ -457,9 +487,10 @@ def test_completion_shape() -> None:
                 "logprobs": None,
             }
         ],
-        "usage": {"prompt_tokens": 8, "completion_tokens": 10, "total_tokens": 18},
+        "usage": translate.usage(result),
         "fusion": translate.fusion_summary(result),
     }
+    assert tokens(completion["usage"]) == {"prompt_tokens": 8, "completion_tokens": 10, "total_tokens": 18}
 
 
 def test_chunk_shape() -> None:

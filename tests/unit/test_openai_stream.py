@@ -130,9 +130,7 @@ async def test_usage_on_the_last_content_chunk_is_read() -> None:
 async def test_comments_other_fields_and_anything_after_done_are_ignored() -> None:
     body = (
         b": keep-alive\n\n"
-        b"event: message\n"
-        + sse_body(delta_chunk("kept"), done=True)
-        + b"data: not even json\n\n"
+        b"event: message\n" + sse_body(delta_chunk("kept"), done=True) + b"data: not even json\n\n"
     )
     deltas = Deltas()
     reply = await adapter(streaming(body)).complete(ModelCall("m-1", MESSAGES), on_delta=deltas)
@@ -315,7 +313,10 @@ async def test_passthrough_of_an_unusable_body_is_a_response_error(content: byte
 
 
 async def test_passthrough_stream_yields_the_raw_bytes() -> None:
-    raw = sse_body(delta_chunk("", role="assistant"), delta_chunk("Hé"), USAGE_CHUNK) + b": trailing comment\n\n"
+    raw = (
+        sse_body(delta_chunk("", role="assistant"), delta_chunk("Hé"), USAGE_CHUNK)
+        + b": trailing comment\n\n"
+    )
 
     async def pieces() -> AsyncIterator[bytes]:
         for start in range(0, len(raw), 50):

@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.text import Text
 
 from fusion.cli.render import render_result
+from fusion.cli.timeline import render_timeline
 from fusion.client import FusionClient
 from fusion.kafka.codec import describe
 from fusion.settings import Settings
@@ -116,5 +117,8 @@ def run_ask(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
-        render_result(result, Console())
+        console = Console()
+        render_result(result, console)
+        if args.timeline:
+            render_timeline(result, console)
     return EXIT_OK if result.status in ("complete", "partial") else EXIT_FAILED

@@ -13,11 +13,23 @@ from fusion.settings import Settings
 EXIT_USAGE = 2
 
 
+def _secrets(settings: Settings, catalog: Catalog) -> list[str]:
+    keys = [provider.api_key() or "" for provider in catalog.providers.values()]
+    if settings.gateway_api_key is not None:
+        keys.append(settings.gateway_api_key.get_secret_value())
+    return keys
+
+
 def _serve(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> int:
     from fusion.dispatcher.app import create_app as dispatcher
     from fusion.judge.app import create_app as judge
+    from fusion.logs import configure_logging
+    from fusion.observability.tracing import configure_tracing
     from fusion.panel_worker.app import create_app as panel_worker
     from fusion.runtime import serve
+
+    configure_logging(settings, args.service, _secrets(settings, catalog))
+    configure_tracing(args.service)
 
     if args.service == "gateway":
         from fusion.gateway.app import create_app as gateway
@@ -65,8 +77,14 @@ def _schemas(args: argparse.Namespace, settings: Settings, _catalog: Catalog) ->
 
 def _ask(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> int:
     from fusion.cli.ask import run_ask
+    from fusion.observability.tracing import configure_tracing
 
-    return run_ask(args, settings)
+    provider = configure_tracing("cli")
+    try:
+        return run_ask(args, settings)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # sends the spans of this request before the process ends
 
 
 def parser() -> argparse.ArgumentParser:
@@ -89,6 +107,9 @@ def parser() -> argparse.ArgumentParser:
     ask.add_argument("--deadline", type=float, help="seconds until the fused result is due")
     ask.add_argument("--max-cost", type=str, help="US dollars: reject the request if its estimate is higher")
     ask.add_argument("--json", action="store_true", help="print only the FusedResult as JSON on stdout")
+    ask.add_argument(
+        "--timeline", action="store_true", help="after the answer, a waterfall of where time went"
+    )
     ask.set_defaults(run=_ask)
 
     topics = commands.add_parser("topics", help="Kafka topics")

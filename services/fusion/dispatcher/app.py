@@ -15,6 +15,7 @@ from fusion.catalog import Catalog
 from fusion.dispatcher.planning import Rejection, plan_request, rejected_result
 from fusion.kafka.broker import Outbox, build_broker
 from fusion.kafka.dead_letters import Inbox, Invalid
+from fusion.observability.metrics import FusionMetrics
 from fusion.runtime import service_app
 from fusion.settings import Settings
 
@@ -47,9 +48,10 @@ def _recoverable(raw: bytes | None) -> tuple[str, ReplyTo | None] | None:
 
 
 class Dispatcher:
-    def __init__(self, catalog: Catalog, outbox: Outbox) -> None:
+    def __init__(self, catalog: Catalog, outbox: Outbox, metrics: FusionMetrics) -> None:
         self._catalog = catalog
         self._outbox = outbox
+        self._metrics = metrics
 
     async def handle(self, request: FusionRequest) -> None:
         now = utc_now()
@@ -59,6 +61,7 @@ class Dispatcher:
             log.info("request rejected", request_id=request.request_id, error=outcome.error)
             result = rejected_result(request.request_id, request.submitted_at, outcome.error, now)
             await self._reply(result, request.reply_to)
+            self._metrics.requests.labels(status="rejected").inc()
             return
         # The plan goes first, and is acknowledged, before any task exists: so on the request's
         # answers partition the judge always reads the plan ahead of the answers.
@@ -69,13 +72,15 @@ class Dispatcher:
                 for task in outcome.tasks
             )
         )
-        log.info("request dispatched", request_id=request.request_id, members=len(outcome.tasks))
+        self._metrics.requests.labels(status="dispatched").inc()
+        log.info("request dispatched", members=len(outcome.tasks))
 
     async def reject_invalid(self, raw: bytes | None, error: str) -> None:
         recovered = _recoverable(raw)
         if recovered is None:
             return
         request_id, reply_to = recovered
+        self._metrics.requests.labels(status="invalid").inc()
         now = utc_now()
         await self._reply(rejected_result(request_id, now, f"invalid request: {error}", now), reply_to)
 
@@ -88,9 +93,9 @@ class Dispatcher:
         )
 
 
-def register(broker: KafkaBroker, catalog: Catalog) -> Dispatcher:
+def register(broker: KafkaBroker, catalog: Catalog, metrics: FusionMetrics | None = None) -> Dispatcher:
     inbox = Inbox(broker, "dispatcher")
-    dispatcher = Dispatcher(catalog, Outbox(broker))
+    dispatcher = Dispatcher(catalog, Outbox(broker), metrics or FusionMetrics())
 
     # ACK: the offset is committed only after the plan and tasks are published.
     @broker.subscriber(
@@ -104,12 +109,14 @@ def register(broker: KafkaBroker, catalog: Catalog) -> Dispatcher:
         if isinstance(request, Invalid):
             await dispatcher.reject_invalid(message.raw_message.value, request.error)  # type: ignore[union-attr]
             return
-        await dispatcher.handle(request)
+        with structlog.contextvars.bound_contextvars(request_id=request.request_id):
+            await dispatcher.handle(request)
 
     return dispatcher
 
 
 def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
-    broker = build_broker(settings, f"fusion-dispatcher-{settings.instance_id}")
-    register(broker, catalog)
-    return service_app(broker)
+    metrics = FusionMetrics()
+    broker = build_broker(settings, "fusion-dispatcher", metrics)
+    register(broker, catalog, metrics)
+    return service_app(broker, metrics)

@@ -24,7 +24,7 @@ from fusion.gateway.link import FusionLink
 from fusion.gateway.metrics import GatewayMetrics
 from fusion.gateway.openai_types import ChatCompletionRequest, ErrorType
 from fusion.gateway.sse import completion_as_sse, sse
-from fusion.gateway.tools import CallModel, lists_fusion_tool, run_tool_loop
+from fusion.gateway.tools import CallModel, FusionRefused, lists_fusion_tool, run_tool_loop
 from fusion.kafka.tap import Reply
 from fusion.models import ChatModel, ModelConfigError, ModelError, ModelHTTPError, ModelRouter
 from fusion.settings import Settings
@@ -138,6 +138,8 @@ class Gateway:
                 raise GatewayError(error.status_code, str(error), "api_error", "upstream_error") from error
             except TimeoutError as error:
                 raise GatewayError(504, str(error), "api_error", "upstream_timeout") from error
+            except ModelConfigError as error:
+                raise GatewayError.invalid(str(error), "model") from error
             except ModelError as error:
                 raise GatewayError(502, str(error), "api_error", "upstream_error") from error
             return reply
@@ -148,7 +150,11 @@ class Gateway:
         body = ChatCompletionRequest(
             model=f"fusion/{preset}" if preset else "fusion", messages=[{"role": "user", "content": question}]
         )
-        return await self.fuse(self.fusion_request(body, stream=False))
+        try:
+            request = self.fusion_request(body, stream=False)
+        except GatewayError as error:
+            raise FusionRefused(error.message) from error
+        return await self.fuse(request)
 
     async def stream_fusion(self, body: ChatCompletionRequest) -> AsyncIterator[str]:
         """Publishes first (so errors are still HTTP errors), then yields the SSE events."""
@@ -227,6 +233,8 @@ class Gateway:
             raise GatewayError(error.status_code, str(error), "api_error", "upstream_error") from error
         except StopAsyncIteration:
             first = b""
+        except TimeoutError as error:
+            raise GatewayError(504, str(error), "api_error", "upstream_timeout") from error
         except ModelError as error:
             raise GatewayError(502, str(error), "api_error", "upstream_error") from error
 

@@ -41,7 +41,7 @@ class IdempotencyCache:
         now = time.monotonic()
         while self._entries:
             key, entry = next(iter(self._entries.items()))
-            if now - entry.created < self._ttl_s and len(self._entries) <= self._max:
+            if now - entry.created < self._ttl_s:
                 break
             del self._entries[key]
 
@@ -50,6 +50,8 @@ class IdempotencyCache:
         self._expire()
         entry = self._entries.get(key)
         if entry is None:
+            while len(self._entries) >= self._max:
+                self._entries.popitem(last=False)
             entry = self._entries[key] = Entry(body_fingerprint)
             return entry, True
         if entry.fingerprint != body_fingerprint:
@@ -64,11 +66,12 @@ class IdempotencyCache:
     def settle(self, key: str, entry: Entry, response: Response) -> None:
         if not entry.response.done():
             entry.response.set_result(response)
-        if response[0] >= 500:
-            self._entries.pop(key, None)
+        if response[0] >= 500 and self._entries.get(key) is entry:
+            del self._entries[key]
 
     def abandon(self, key: str, entry: Entry, error: BaseException) -> None:
         if not entry.response.done():
             entry.response.set_exception(error)
             entry.response.exception()  # retrieved here, so an unawaited failure is not logged
-        self._entries.pop(key, None)
+        if self._entries.get(key) is entry:
+            del self._entries[key]

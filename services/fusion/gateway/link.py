@@ -36,7 +36,7 @@ class FusionLink:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.reply_topic = reply_topic_for(settings.instance_id)
-        self._broker = build_broker(settings, f"fusion-gateway-{settings.instance_id}")
+        self._broker = build_broker(settings, "fusion-gateway")
         self._outbox = Outbox(self._broker)
         self.replies = ReplyRouter(settings.kafka_bootstrap, self.reply_topic)
         self.ready = asyncio.Event()

@@ -18,6 +18,10 @@ CallModel = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 Fuse = Callable[[str, str | None], Awaitable[FusedResult]]
 
 
+class FusionRefused(ValueError):
+    """The fusion a tool call asked for cannot run (an unknown preset, say); the model is told why."""
+
+
 def lists_fusion_tool(tools: list[dict[str, Any]] | None) -> bool:
     return any((tool.get("function") or {}).get("name") == FUSION_TOOL_NAME for tool in tools or [])
 
@@ -74,7 +78,10 @@ async def run_tool_loop(
         reply = await call_model({**request, "messages": messages})
         _add_usage(usage, reply)
         calls = _tool_calls(reply)
-        if not calls or not all(_is_fusion(call) for call in calls):
+        last = round_number == max_rounds - 1
+        # Past the last round a fusion call is not run (nothing could read its answer): it goes back
+        # to the client with the reply, like a call to any other tool.
+        if last or not calls or not all(_is_fusion(call) for call in calls):
             break
         messages.append(reply["choices"][0]["message"])
         for call in calls:
@@ -82,15 +89,25 @@ async def run_tool_loop(
             if error is not None or question is None:
                 content = f"Fusion was not run: {error}"
             else:
-                result = await fuse(question, preset)
+                try:
+                    result = await fuse(question, preset)
+                except FusionRefused as refused:
+                    messages.append(
+                        {
+                            "role": "tool",
+                            "tool_call_id": call.get("id"),
+                            "content": f"Fusion was not run: {refused}",
+                        }
+                    )
+                    continue
                 fusions.append(
                     {"tool_call_id": call.get("id"), "request_id": result.request_id, "status": result.status}
                 )
                 _add_usage(usage, {"usage": _fusion_usage(result)})
                 content = _tool_result(result)
             messages.append({"role": "tool", "tool_call_id": call.get("id"), "content": content})
-        # A forced call to fusion has been honoured; forcing it again would loop.
-        if isinstance(request.get("tool_choice"), dict):
+        # A forced call ("required", or naming a function) has been honoured; forcing it again would loop.
+        if request.get("tool_choice") not in (None, "auto", "none"):
             request["tool_choice"] = "auto"
     return {**reply, "usage": usage or reply.get("usage"), "fusion": {"tool_calls": fusions}}
 

@@ -49,7 +49,7 @@ def to_messages(messages: list[ChatMessageIn]) -> list[ChatMessage]:
                 "send system, user and assistant text",
                 "messages",
             )
-        converted.append({"role": role, "content": _text(message, index)})
+        converted.append({"role": role, "content": _text(message, index), "name": message.name})
     try:
         return [ChatMessage.model_validate(message) for message in converted]
     except ValidationError as error:
@@ -68,8 +68,9 @@ def _spec(member: str | PanelMemberIn, catalog: Catalog, where: str) -> ModelSpe
     return spec
 
 
-def _judge(body: ChatCompletionRequest, catalog: Catalog, preset: str) -> ModelSpec | None:
-    """The judge writes the answer the client sees, so the client's sampling settings go to it."""
+def _judge(body: ChatCompletionRequest, catalog: Catalog, preset: str) -> ModelSpec:
+    """The judge, always explicit: `fusion.judge`, else the preset's (also for a custom panel). It writes
+    the answer the client sees, so the client's sampling settings go to it."""
     options = body.fusion
     judge = (
         _spec(options.judge, catalog, "fusion.judge")
@@ -83,12 +84,12 @@ def _judge(body: ChatCompletionRequest, catalog: Catalog, preset: str) -> ModelS
         "seed": body.seed,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
-    if not overrides and not (options and options.judge):
-        return None
     try:
         return ModelSpec.model_validate({**judge.model_dump(), **overrides})
     except ValidationError as error:
-        raise GatewayError.invalid(describe(error), "temperature") from error
+        field = str(error.errors()[0]["loc"][0]) if error.errors() else None
+        param = "max_tokens" if field == "max_tokens" else field
+        raise GatewayError.invalid(describe(error), param) from error
 
 
 def to_fusion_request(

@@ -5,6 +5,7 @@ import contextlib
 from datetime import timedelta
 
 import structlog
+from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -29,6 +30,7 @@ from fusion.judge.streaming import ChunkPublisher
 from fusion.kafka.broker import Outbox, build_broker
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.models import CompletesChat, ModelRouter
+from fusion.observability.metrics import FusionMetrics
 from fusion.runtime import service_app
 from fusion.settings import Settings
 
@@ -40,8 +42,17 @@ _ANSWERS: TypeAdapter[PanelPlan | PanelAnswer] = TypeAdapter(AnswersMessage)
 class JudgeService:
     """Holds open requests in memory; a timer per request wakes it at its next release instant."""
 
-    def __init__(self, models: CompletesChat, outbox: Outbox, concurrency: int, stale_after_s: float) -> None:
+    def __init__(
+        self,
+        models: CompletesChat,
+        outbox: Outbox,
+        concurrency: int,
+        stale_after_s: float,
+        metrics: FusionMetrics | None = None,
+    ) -> None:
         self._judge = Judge(models)
+        self._metrics = metrics or FusionMetrics()
+        self._metrics.in_flight.set_function(lambda: len(self._gatherings) + len(self._fusing))
         self._outbox = outbox
         self._gatherings = Gatherings()
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -109,6 +120,7 @@ class JudgeService:
             )
 
         chunks = ChunkPublisher(plan.request_id, reply) if plan.stream else None
+        self._metrics.releases.labels(reason=reason).inc()
         async with self._slots:
             try:
                 result = await self._judge.fuse(
@@ -118,8 +130,14 @@ class JudgeService:
                 log.exception("fusion crashed", request_id=plan.request_id)
                 result = crashed_result(plan, gathering.answers, reason, released_at, error)
         if chunks is not None:
-            await chunks.close()
+            try:
+                await chunks.close()
+            except (
+                KafkaError
+            ):  # the stream is cut short; the result, which holds the whole answer, still goes
+                log.exception("answer chunks lost", request_id=plan.request_id)
         await reply(result)
+        self._record(plan, result)
         log.info(
             "result published",
             request_id=plan.request_id,
@@ -127,6 +145,15 @@ class JudgeService:
             source=result.answer_source,
             total_ms=round(result.timings.total_ms),
         )
+
+    def _record(self, plan: PanelPlan, result: FusedResult) -> None:
+        self._metrics.requests.labels(status=result.status).inc()
+        if result.timings.completed_at > plan.deadline_at:
+            self._metrics.deadline_misses.inc()
+        if judge := result.judge:
+            self._metrics.model_call(
+                judge.model, judge.status, judge.latency_ms / 1000, judge.usage, judge.cost_usd
+            )
 
     def sweep(self) -> None:
         for request_id in self._gatherings.drop_stale(utc_now() - self._stale_after):
@@ -137,9 +164,13 @@ class JudgeService:
             await asyncio.wait(set(self._fusing), timeout=timeout_s)
 
 
-def register(broker: KafkaBroker, models: CompletesChat, settings: Settings) -> JudgeService:
+def register(
+    broker: KafkaBroker, models: CompletesChat, settings: Settings, metrics: FusionMetrics | None = None
+) -> JudgeService:
     inbox = Inbox(broker, "judge")
-    service = JudgeService(models, Outbox(broker), settings.judge_concurrency, settings.judge_stale_s)
+    service = JudgeService(
+        models, Outbox(broker), settings.judge_concurrency, settings.judge_stale_s, metrics or FusionMetrics()
+    )
 
     # The state lives in memory: a judge that crashes loses its open requests (the reliability
     # work replaces this with committed state). The handler itself never waits on a model call.
@@ -153,15 +184,17 @@ def register(broker: KafkaBroker, models: CompletesChat, settings: Settings) -> 
         decoded = await inbox.decode(message, _ANSWERS)
         if isinstance(decoded, Invalid):
             return
-        await service.on_message(decoded)
+        with structlog.contextvars.bound_contextvars(request_id=decoded.request_id):
+            await service.on_message(decoded)
 
     return service
 
 
 def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
-    broker = build_broker(settings, f"fusion-judge-{settings.instance_id}")
+    metrics = FusionMetrics()
+    broker = build_broker(settings, "fusion-judge", metrics)
     models = ModelRouter(catalog)
-    service = register(broker, models, settings)
+    service = register(broker, models, settings, metrics)
     sweeper: list[asyncio.Task[None]] = []
 
     async def sweep_forever() -> None:
@@ -180,4 +213,4 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
         await service.drain(timeout_s=25.0)
         await models.aclose()
 
-    return service_app(broker, on_startup=[start], on_shutdown=[stop])
+    return service_app(broker, metrics, on_startup=[start], on_shutdown=[stop])

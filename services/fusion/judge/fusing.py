@@ -71,6 +71,7 @@ def member_outcomes(plan: PanelPlan, answers: dict[int, PanelAnswer]) -> list[Me
                 usage=answer.usage,
                 cost_usd=answer.cost_usd,
                 latency_ms=answer.latency_ms,
+                finished_at=answer.finished_at,
             )
         )
     return outcomes
@@ -252,6 +253,7 @@ class Judge:
                 "answered": sum(1 for member in members if member.status == "ok"),
                 "timings": Timings(
                     submitted_at=plan.submitted_at,
+                    dispatched_at=plan.dispatched_at,
                     released_at=released_at,
                     completed_at=now,
                     total_ms=_ms(plan.submitted_at, now),

@@ -106,6 +106,8 @@ class OpenAICompatModel(HttpAdapter):
             raise ModelResponseError(f"{self._provider} streamed a chunk that is not an object")
         usage = chunk["usage"] if isinstance(chunk.get("usage"), dict) else None
         choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise ModelResponseError(f"{self._provider} streamed a chunk whose choices are not a list")
         delta = choices[0].get("delta") if choices and isinstance(choices[0], dict) else None
         content = delta.get("content") if isinstance(delta, dict) else None
         return (content if isinstance(content, str) else ""), usage

@@ -14,6 +14,7 @@ from fusion.models.base import ChatModel, ModelCall, ModelReply, OnDelta
 from fusion.models.errors import ModelConfigError
 from fusion.models.openai_compat import OpenAICompatModel
 from fusion.models.resilience import ProviderLimits, RetryPolicy, with_retries
+from fusion.observability.tracing import model_call_span
 
 AdapterFactory = Callable[[str, Provider, httpx.AsyncBaseTransport | None], ChatModel]
 
@@ -113,10 +114,21 @@ class ModelRouter:
         call = ModelCall.for_spec(model.id, spec, messages, json_schema, stop)
         # A streamed call is not retried once text has gone out: the deltas cannot be taken back.
         retry = self._retry if on_delta is None else RetryPolicy(attempts=1)
-        reply = await with_retries(
-            lambda: limits.run(lambda: adapter.complete(call, on_delta)), retry, deadline
-        )
-        return dataclasses.replace(reply, cost_usd=call_cost(model, reply.usage, reply.cost_usd))
+        provider = self._catalog.providers[model.provider]
+        with model_call_span(
+            provider.api if provider.api != "openai" else model.provider,
+            "chat",
+            model.id,
+            **{"gen_ai.request.temperature": spec.temperature, "gen_ai.request.max_tokens": spec.max_tokens},
+        ) as span:
+            reply = await with_retries(
+                lambda: limits.run(lambda: adapter.complete(call, on_delta)), retry, deadline
+            )
+            cost = call_cost(model, reply.usage, reply.cost_usd)
+            span.set_attribute("gen_ai.usage.input_tokens", reply.usage.input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", reply.usage.output_tokens)
+            span.set_attribute("fusion.cost_usd", str(cost))
+        return dataclasses.replace(reply, cost_usd=cost)
 
     def for_model(self, name: str) -> tuple[ChatModel, str]:
         """The adapter for a catalog model and the provider's id for it (for pass-through calls)."""

@@ -13,6 +13,7 @@ from fusion.concurrency import BoundedPool
 from fusion.kafka.broker import Outbox, build_broker
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.models import CompletesChat, ModelRouter
+from fusion.observability.metrics import FusionMetrics
 from fusion.panel_worker.calls import answer_task
 from fusion.runtime import service_app
 from fusion.settings import Settings
@@ -23,15 +24,20 @@ _TASK: TypeAdapter[PanelTask] = TypeAdapter(PanelTask)
 
 
 class PanelWorker:
-    def __init__(self, models: CompletesChat, outbox: Outbox, concurrency: int, worker: str) -> None:
+    def __init__(
+        self, models: CompletesChat, outbox: Outbox, concurrency: int, worker: str, metrics: FusionMetrics
+    ) -> None:
         self._models = models
         self._outbox = outbox
         self._worker = worker
+        self._metrics = metrics
         self.pool = BoundedPool(concurrency)
+        metrics.in_flight.set_function(lambda: self.pool.in_flight)
 
     async def accept(self, task: PanelTask) -> None:
         """Returns once the call has started, so one partition's tasks run side by side."""
-        await self.pool.submit(self._run(task))
+        with structlog.contextvars.bound_contextvars(request_id=task.request_id, member=task.member_index):
+            await self.pool.submit(self._run(task))
 
     async def _run(self, task: PanelTask) -> None:
         try:
@@ -39,10 +45,11 @@ class PanelWorker:
         except Exception as error:
             log.exception("panel call crashed", request_id=task.request_id, member=task.member_index)
             answer = _crashed(task, self._worker, error)
+        self._metrics.model_call(
+            answer.model, answer.status, answer.latency_ms / 1000, answer.usage, answer.cost_usd
+        )
         log.info(
             "member answered",
-            request_id=task.request_id,
-            member=task.member_index,
             model=task.member.model,
             status=answer.status,
             latency_ms=round(answer.latency_ms),
@@ -63,9 +70,13 @@ def _crashed(task: PanelTask, worker: str, error: Exception) -> PanelAnswer:
     )
 
 
-def register(broker: KafkaBroker, models: CompletesChat, settings: Settings) -> PanelWorker:
+def register(
+    broker: KafkaBroker, models: CompletesChat, settings: Settings, metrics: FusionMetrics | None = None
+) -> PanelWorker:
     inbox = Inbox(broker, "panel-worker")
-    worker = PanelWorker(models, Outbox(broker), settings.worker_concurrency, settings.instance_id)
+    worker = PanelWorker(
+        models, Outbox(broker), settings.worker_concurrency, settings.instance_id, metrics or FusionMetrics()
+    )
 
     # The handler returns as soon as the call has started; FastStream commits the offset in the
     # background (at most once for a crash mid-call; the reliability work makes this at least once).
@@ -85,9 +96,10 @@ def register(broker: KafkaBroker, models: CompletesChat, settings: Settings) -> 
 
 
 def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
-    broker = build_broker(settings, f"fusion-panel-worker-{settings.instance_id}")
+    metrics = FusionMetrics()
+    broker = build_broker(settings, "fusion-panel-worker", metrics)
     models = ModelRouter(catalog)
-    worker = register(broker, models, settings)
+    worker = register(broker, models, settings, metrics)
 
     async def drain() -> None:
         left = await worker.pool.drain(timeout_s=25.0)
@@ -95,4 +107,4 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
             log.warning("calls cancelled at shutdown", count=left)
         await models.aclose()
 
-    return service_app(broker, on_shutdown=[drain])
+    return service_app(broker, metrics, on_shutdown=[drain])

@@ -1,0 +1,1 @@
+"""Tracing, metrics and log hygiene, configured once per process."""

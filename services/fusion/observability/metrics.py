@@ -1,0 +1,37 @@
+"""Each service's Prometheus metrics: FastStream's per-message metrics plus Fusion's own."""
+
+from decimal import Decimal
+
+from fusion_contracts import Usage
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320)
+
+
+class FusionMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("fusion_requests", "Requests by final status", ["status"], registry=r)
+        self.member_latency = Histogram(
+            "fusion_member_latency_seconds",
+            "Model call latency by model and outcome",
+            ["model", "status"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "fusion_tokens", "Tokens by model and direction", ["model", "direction"], registry=r
+        )
+        self.cost = Counter("fusion_cost_usd", "US dollars spent by model", ["model"], registry=r)
+        self.releases = Counter("fusion_judge_releases", "Judge releases by reason", ["reason"], registry=r)
+        self.in_flight = Gauge("fusion_in_flight", "Requests or calls in flight in this process", registry=r)
+        self.deadline_misses = Counter(
+            "fusion_deadline_misses", "Results completed after their deadline", registry=r
+        )
+
+    def model_call(self, model: str, status: str, seconds: float, usage: Usage, cost: Decimal) -> None:
+        self.member_latency.labels(model=model, status=status).observe(seconds)
+        self.tokens.labels(model=model, direction="input").inc(usage.input_tokens)
+        self.tokens.labels(model=model, direction="output").inc(usage.output_tokens)
+        self.cost.labels(model=model).inc(float(cost))

@@ -1,0 +1,791 @@
+"""The gateway's FastAPI app over httpx.ASGITransport, without Kafka: a fake link stands in for Fusion and
+a MockTransport for the providers.
+
+`create_app` builds its own `FusionLink` and `ModelRouter`; the routes reach them through the `Gateway`
+it stores in `app.state.gateway`, so the tests swap that gateway's `link` and `models`. ASGITransport
+does not run the lifespan, so nothing connects to Kafka. (`/health` reads the original link and is not
+covered here.)
+"""
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fusion.catalog import Catalog, load_catalog
+from fusion.gateway import app as gateway_app
+from fusion.gateway.app import Gateway, create_app
+from fusion.gateway.link import FusionLink
+from fusion.kafka.tap import Reply
+from fusion.models import ModelRouter
+from fusion.settings import Settings
+from fusion_contracts import (
+    AnswerChunk,
+    ChatMessage,
+    FusedResult,
+    FusionRequest,
+    MemberOutcome,
+    Timings,
+    Usage,
+    UsageSummary,
+)
+from fusion_contracts.result import ResultStatus
+
+from tests.component.support import eventually
+
+OVERLAY = """
+replace = true
+default_preset = "duo"
+
+[providers.unit]
+api = "openai"
+base_url = "http://provider.test/v1"
+
+[providers.keyed]
+api = "openai"
+base_url = "http://keyed.test/v1"
+key_env = "FUSION_GATEWAY_COMPONENT_TEST_UNSET_KEY"
+
+[models.alpha]
+provider = "unit"
+id = "vendor/alpha"
+
+[models.beta]
+provider = "unit"
+id = "vendor/beta"
+
+[models.toolmodel]
+provider = "unit"
+id = "vendor/tool-model"
+
+[models.locked]
+provider = "keyed"
+id = "vendor/locked"
+
+[presets.duo]
+panel = [{ model = "alpha" }, { model = "beta" }]
+judge = { model = "beta" }
+
+[presets.solo]
+panel = [{ model = "alpha" }]
+judge = { model = "alpha" }
+"""
+
+FUSION_TOOL = {
+    "type": "function",
+    "function": {"name": "fusion", "parameters": {"type": "object", "properties": {"question": {}}}},
+}
+ANSWER = "The fused answer: Rayleigh scattering."
+
+
+def answered(
+    request: FusionRequest,
+    answer: str | None = ANSWER,
+    status: ResultStatus = "complete",
+    error: str | None = None,
+) -> FusedResult:
+    now = datetime.now(UTC)
+    return FusedResult(
+        request_id=request.request_id,
+        status=status,
+        release="all",
+        answer=answer,
+        answer_source="judge" if answer else None,
+        members=[MemberOutcome(index=0, model="alpha", status="ok" if answer else "error", error=error)],
+        usage=UsageSummary(total=Usage(input_tokens=30, output_tokens=12)),
+        error=error,
+        timings=Timings(submitted_at=now, completed_at=now, total_ms=5.0),
+        answered=1 if answer else 0,
+    )
+
+
+class FakeLink(FusionLink):
+    """Fusion in memory: `respond` gives each request's result (None: it never comes); a streaming
+    listener gets `chunks(request)` ahead of it. `hold`, when given, delays every answer until set."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)  # builds a broker it never starts
+        self.ready.set()
+        self.submitted: list[FusionRequest] = []
+        self.forgotten: list[str] = []
+        self.respond: Callable[[FusionRequest], FusedResult | None] = answered
+        self.chunks: Callable[[FusionRequest], list[AnswerChunk]] = lambda _: []
+        self.hold: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(
+        self, request: FusionRequest, listener: "asyncio.Queue[Reply] | None" = None
+    ) -> "asyncio.Future[FusedResult]":
+        self.submitted.append(request)
+        future: asyncio.Future[FusedResult] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._answer(request, future, listener))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return future
+
+    async def _answer(
+        self,
+        request: FusionRequest,
+        future: "asyncio.Future[FusedResult]",
+        listener: "asyncio.Queue[Reply] | None",
+    ) -> None:
+        if self.hold is not None:
+            await self.hold.wait()
+        result = self.respond(request)
+        if listener is not None:
+            for chunk in self.chunks(request):
+                listener.put_nowait(chunk)
+            if result is not None:
+                listener.put_nowait(result)
+        if result is not None and not future.done():
+            future.set_result(result)
+
+    def forget(self, request_id: str) -> None:
+        self.forgotten.append(request_id)
+
+
+class Provider:
+    """The upstream model server: answers with `responses` in turn, then with `default`."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.responses: list[Callable[[httpx.Request], httpx.Response]] = []
+        self.default: Callable[[httpx.Request], httpx.Response] = lambda _: httpx.Response(
+            200, json=upstream_reply("Direct answer.")
+        )
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        respond = self.responses.pop(0) if self.responses else self.default
+        return respond(request)
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(request.content) for request in self.requests]
+
+
+def upstream_reply(
+    content: str | None, calls: list[dict[str, Any]] | None = None, usage: dict[str, int] | None = None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    return {
+        "id": "chatcmpl-upstream",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "vendor/x",
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
+        "usage": usage or {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+    }
+
+
+def fusion_call(call_id: str, question: str, preset: str | None = None) -> dict[str, Any]:
+    arguments = {"question": question, **({"preset": preset} if preset else {})}
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": "fusion", "arguments": json.dumps(arguments)},
+    }
+
+
+@dataclass
+class Harness:
+    app: FastAPI
+    gateway: Gateway
+    link: FakeLink
+    provider: Provider
+    client: httpx.AsyncClient
+
+    async def chat(self, body: dict[str, Any], **headers: str) -> httpx.Response:
+        return await self.client.post("/v1/chat/completions", json=body, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
+    path: Path = tmp_path_factory.mktemp("catalog") / "catalog.toml"
+    path.write_text(OVERLAY, encoding="utf-8")
+    return load_catalog(path)
+
+
+@contextlib.asynccontextmanager
+async def harness(
+    catalog: Catalog, raise_app_exceptions: bool = True, **settings: Any
+) -> AsyncIterator[Harness]:
+    config = Settings(instance_id="component", **settings)
+    app = create_app(config, catalog)
+    gateway: Gateway = app.state.gateway
+    link = gateway.link = FakeLink(config)
+    provider = Provider()
+    gateway.models = ModelRouter(catalog, transport=httpx.MockTransport(provider))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test", timeout=10) as client:
+        try:
+            yield Harness(app, gateway, link, provider, client)
+        finally:
+            await gateway.models.aclose()
+
+
+def ask(question: str = "Why is the sky blue?", model: str = "fusion", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": question}], **extra}
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    error: dict[str, Any] = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
+def events(response: httpx.Response) -> list[str]:
+    assert response.headers["content-type"].startswith("text/event-stream")
+    return [block for block in response.text.split("\n\n") if block]
+
+
+def data_of(blocks: list[str]) -> list[dict[str, Any]]:
+    """The JSON payloads of `data:` events, after checking the stream ends with [DONE]."""
+    assert blocks[-1] == "data: [DONE]"
+    return [json.loads(block.removeprefix("data: ")) for block in blocks[:-1] if block.startswith("data: ")]
+
+
+def tokens(usage: dict[str, Any]) -> dict[str, Any]:
+    return {key: usage[key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+
+
+def contents(chunks: list[dict[str, Any]]) -> list[str]:
+    return [
+        chunk["choices"][0]["delta"]["content"]
+        for chunk in chunks
+        if chunk["choices"][0]["delta"].get("content")
+    ]
+
+
+# --- fused completions -------------------------------------------------------------------------
+
+
+async def test_a_fused_completion(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        response = await h.chat(ask(model="fusion/solo", temperature=0.5))
+
+    assert response.status_code == 200
+    body = response.json()
+    [request] = h.link.submitted
+    assert body["id"] == f"chatcmpl-{request.request_id}"
+    assert body["object"] == "chat.completion"
+    assert body["model"] == "fusion/solo"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": ANSWER}
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert tokens(body["usage"]) == {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42}
+    assert body["fusion"]["status"] == "complete"
+    assert body["fusion"]["request_id"] == request.request_id
+    assert request.preset == "solo"
+    assert request.messages == [ChatMessage(role="user", content="Why is the sky blue?")]
+    assert request.judge is not None
+    assert request.judge.temperature == 0.5
+    assert request.reply_to == h.link.reply_to
+    assert request.stream is False
+    assert h.link.forgotten == [request.request_id]
+    assert h.gateway._in_flight == 0
+
+
+async def test_each_request_gets_its_own_request_id(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        first, second = await asyncio.gather(h.chat(ask()), h.chat(ask()))
+    assert first.status_code == second.status_code == 200
+    assert len({request.request_id for request in h.link.submitted}) == 2
+    assert first.json()["id"] != second.json()["id"]
+
+
+async def test_a_failed_fusion_is_a_502_with_the_fusion_summary(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        h.link.respond = lambda request: answered(request, None, "failed", "no member answered")
+        response = await h.chat(ask())
+
+    assert response.status_code == 502
+    error = error_of(response)
+    assert error["code"] == "fusion_failed"
+    assert error["message"] == "no member answered"
+    assert response.json()["fusion"]["members"][0]["error"] == "no member answered"
+
+
+async def test_a_rejected_fusion_is_a_400(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        h.link.respond = lambda request: answered(
+            request, None, "rejected", "quorum 5 is larger than the panel of 2"
+        )
+        response = await h.chat(ask(fusion={"quorum": 5}))
+
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["type"] == "invalid_request_error"
+    assert "quorum 5" in error["message"]
+
+
+async def test_an_invalid_fused_request_is_a_400_without_a_submission(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        response = await h.chat(ask(fusion={"panel": ["alpha", "nope"]}))
+    assert response.status_code == 400
+    assert "unknown model 'nope'" in error_of(response)["message"]
+    assert h.link.submitted == []
+
+
+async def test_no_result_within_the_deadline_is_a_504(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gateway_app, "WAIT_MARGIN_S", 0.0)
+    async with harness(catalog) as h:
+        h.link.respond = lambda _: None
+        response = await asyncio.wait_for(h.chat(ask(fusion={"deadline_s": 0.05})), 5)
+
+    assert response.status_code == 504
+    error = error_of(response)
+    assert error["code"] == "deadline_exceeded"
+    assert "0.05 s" in error["message"]
+    [request] = h.link.submitted
+    assert h.link.forgotten == [request.request_id]
+    assert h.gateway._in_flight == 0
+
+
+# --- admission and authentication --------------------------------------------------------------
+
+
+async def test_over_the_in_flight_limit_is_a_429(catalog: Catalog) -> None:
+    async with harness(catalog, gateway_max_in_flight=1) as h:
+        with h.gateway.admitted():  # the one slot is taken
+            refused = await h.chat(ask())
+            refused_stream = await h.chat(ask(stream=True))
+            refused_model = await h.chat(ask(model="alpha"))
+        admitted = await h.chat(ask())
+
+    for response in (refused, refused_stream, refused_model):
+        assert response.status_code == 429
+        error = error_of(response)
+        assert error["type"] == "rate_limit_error"
+        assert error["code"] == "too_many_requests"
+    assert admitted.status_code == 200
+    assert len(h.link.submitted) == 1
+    assert h.provider.requests == []
+
+
+async def test_a_held_request_counts_against_the_limit(catalog: Catalog) -> None:
+    async with harness(catalog, gateway_max_in_flight=1) as h:
+        h.link.hold = asyncio.Event()
+        first = asyncio.create_task(h.chat(ask()))
+        await eventually(lambda: len(h.link.submitted) == 1)
+        second = await h.chat(ask())
+        h.link.hold.set()
+        assert (await first).status_code == 200
+
+    assert second.status_code == 429
+    assert h.gateway._in_flight == 0
+
+
+async def test_a_finished_stream_gives_its_slot_back(catalog: Catalog) -> None:
+    async with harness(catalog, gateway_max_in_flight=1) as h:
+        streamed = await h.chat(ask(stream=True))
+        after = await h.chat(ask())
+    assert streamed.status_code == 200
+    assert after.status_code == 200
+    assert h.gateway._in_flight == 0
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong-key", "Basic s3cret-gateway-key", "s3cret-gateway-key", "Bearer "]
+)
+async def test_a_missing_or_wrong_key_is_a_401(catalog: Catalog, authorization: str | None) -> None:
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    async with harness(catalog, gateway_api_key="s3cret-gateway-key") as h:
+        chat = await h.client.post("/v1/chat/completions", json=ask(), headers=headers)
+        models = await h.client.get("/v1/models", headers=headers)
+
+    for response in (chat, models):
+        assert response.status_code == 401
+        error = error_of(response)
+        assert error["type"] == "authentication_error"
+        assert error["code"] == "invalid_api_key"
+        assert "s3cret" not in response.text
+    assert h.link.submitted == []
+
+
+async def test_the_right_key_is_let_in(catalog: Catalog) -> None:
+    headers = {"Authorization": "bearer s3cret-gateway-key"}
+    async with harness(catalog, gateway_api_key="s3cret-gateway-key") as h:
+        chat = await h.client.post("/v1/chat/completions", json=ask(), headers=headers)
+        models = await h.client.get("/v1/models", headers=headers)
+    assert chat.status_code == 200
+    assert models.status_code == 200
+    assert "fusion/solo" in {model["id"] for model in models.json()["data"]}
+
+
+async def test_without_a_configured_key_no_header_is_needed(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        response = await h.chat(ask(), Authorization="Bearer anything")
+    assert response.status_code == 200
+
+
+# --- streamed fusions --------------------------------------------------------------------------
+
+
+def stream_of(request: FusionRequest, *deltas: tuple[int, str]) -> list[AnswerChunk]:
+    return [AnswerChunk(request_id=request.request_id, seq=seq, delta=delta) for seq, delta in deltas]
+
+
+async def test_a_streamed_fusion_sends_role_deltas_finish_and_done(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        h.link.chunks = lambda request: stream_of(
+            request, (0, "The fused "), (1, "answer: "), (1, "answer: "), (2, "Rayleigh scattering.")
+        )
+        response = await h.chat(ask(stream=True))
+
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-cache"
+    chunks = data_of(events(response))
+    [request] = h.link.submitted
+    assert request.stream is True
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert contents(chunks) == ["The fused ", "answer: ", "Rayleigh scattering."]  # the redelivery is dropped
+    final = chunks[-1]
+    assert final["choices"][0]["finish_reason"] == "stop"
+    assert final["choices"][0]["delta"] == {}
+    assert tokens(final["usage"]) == {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42}
+    assert final["fusion"]["status"] == "complete"
+    assert {chunk["id"] for chunk in chunks} == {f"chatcmpl-{request.request_id}"}
+    assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
+    assert {chunk["model"] for chunk in chunks} == {"fusion"}
+    assert h.link.forgotten == [request.request_id]
+
+
+async def test_a_result_longer_than_the_stream_sends_the_rest(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        h.link.chunks = lambda request: stream_of(request, (0, "The fused "))
+        response = await h.chat(ask(stream=True))
+
+    chunks = data_of(events(response))
+    assert contents(chunks) == ["The fused ", "answer: Rayleigh scattering."]
+    assert "".join(contents(chunks)) == ANSWER
+
+
+async def test_a_result_that_contradicts_the_stream_follows_a_notice(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        h.link.chunks = lambda request: stream_of(request, (0, "The judge began, then "))
+        h.link.respond = lambda request: answered(request, "Best panel answer.", "partial")
+        response = await h.chat(ask(stream=True))
+
+    chunks = data_of(events(response))
+    *_, rest = contents(chunks)
+    assert "The judge failed" in rest
+    assert rest.endswith("\n\nBest panel answer.")
+    assert chunks[-1]["fusion"]["status"] == "partial"
+
+
+async def test_a_failed_streamed_fusion_ends_with_an_error_event(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        h.link.respond = lambda request: answered(request, None, "failed", "no member answered")
+        response = await h.chat(ask(stream=True))
+
+    payloads = data_of(events(response))
+    assert payloads[-1]["error"]["code"] == "fusion_failed"
+    assert payloads[-1]["fusion"]["status"] == "failed"
+    assert all(chunk.get("choices", [{}])[0].get("finish_reason") is None for chunk in payloads)
+
+
+async def test_a_stream_past_its_deadline_keeps_alive_then_ends_with_504(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gateway_app, "WAIT_MARGIN_S", 0.0)
+    monkeypatch.setattr(gateway_app, "KEEPALIVE_S", 0.02)
+    async with harness(catalog) as h:
+        h.link.respond = lambda _: None
+        response = await asyncio.wait_for(h.chat(ask(stream=True, fusion={"deadline_s": 0.15})), 5)
+
+    blocks = events(response)
+    assert ": keep-alive" in blocks
+    payloads = data_of(blocks)
+    assert payloads[-1]["error"]["code"] == "deadline_exceeded"
+    [request] = h.link.submitted
+    assert h.link.forgotten == [request.request_id]
+    assert h.gateway._in_flight == 0
+
+
+# --- pass-through ------------------------------------------------------------------------------
+
+
+async def test_any_catalog_model_is_passed_through(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        response = await h.chat(ask("direct", model="alpha", temperature=0.1, logit_bias={"1": 2}))
+
+    assert response.status_code == 200
+    assert response.json() == upstream_reply("Direct answer.")
+    [sent] = h.provider.bodies()
+    assert str(h.provider.requests[0].url) == "http://provider.test/v1/chat/completions"
+    assert sent == {
+        "model": "vendor/alpha",
+        "messages": [{"role": "user", "content": "direct"}],
+        "temperature": 0.1,
+        "logit_bias": {"1": 2},
+        "stream": False,
+    }
+    assert h.link.submitted == []
+
+
+async def test_a_streamed_pass_through_relays_the_providers_bytes(catalog: Catalog) -> None:
+    raw = (
+        b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n'
+        b": provider comment\n\n"
+        b"data: [DONE]\n\n"
+    )
+    async with harness(catalog) as h:
+        h.provider.default = lambda _: httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, content=raw
+        )
+        response = await h.chat(ask(model="beta", stream=True, stream_options={"include_usage": True}))
+
+    assert response.status_code == 200
+    assert response.content == raw
+    [sent] = h.provider.bodies()
+    assert sent["stream"] is True
+    assert sent["model"] == "vendor/beta"
+    assert sent["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_provider_error_status_is_passed_on(catalog: Catalog, stream: bool) -> None:
+    async with harness(catalog) as h:
+        h.provider.default = lambda _: httpx.Response(429, json={"error": {"message": "slow down"}})
+        response = await h.chat(ask(model="alpha", stream=stream))
+
+    assert response.status_code == 429
+    error = error_of(response)
+    assert error["code"] == "upstream_error"
+    assert "slow down" in error["message"]
+    assert h.gateway._in_flight == 0
+
+
+async def test_an_unreachable_provider_is_a_502(catalog: Catalog) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    async with harness(catalog) as h:
+        h.provider.default = refuse
+        response = await h.chat(ask(model="alpha"))
+    assert response.status_code == 502
+    assert error_of(response)["code"] == "upstream_error"
+
+
+async def test_a_provider_timeout_is_a_504(catalog: Catalog) -> None:
+    def stall(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    async with harness(catalog) as h:
+        h.provider.default = stall
+        response = await h.chat(ask(model="alpha"))
+    assert response.status_code == 504
+    assert error_of(response)["code"] == "upstream_timeout"
+
+
+async def test_a_provider_timeout_on_a_streamed_pass_through_is_a_504_too(catalog: Catalog) -> None:
+    def stall(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    async with harness(catalog, raise_app_exceptions=False) as h:
+        h.provider.default = stall
+        response = await h.chat(ask(model="alpha", stream=True))
+
+    assert h.gateway._in_flight == 0
+    assert response.status_code == 504
+    assert error_of(response)["code"] == "upstream_timeout"
+
+
+async def test_an_unknown_model_is_a_404_listing_the_models(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        response = await h.chat(ask(model="gpt-17"))
+        streamed = await h.chat(ask(model="gpt-17", stream=True))
+
+    for result in (response, streamed):
+        assert result.status_code == 404
+        error = error_of(result)
+        assert error["type"] == "not_found_error"
+        assert error["code"] == "model_not_found"
+        assert error["param"] == "model"
+        assert "unknown model 'gpt-17'" in error["message"]
+        assert (
+            "available: fusion, fusion/duo, fusion/solo, alpha, beta, locked, toolmodel" in error["message"]
+        )
+        assert "alpha" in error["message"]
+    assert h.provider.requests == []
+    assert h.gateway._in_flight == 0
+
+
+async def test_a_provider_without_its_key_is_a_503(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FUSION_GATEWAY_COMPONENT_TEST_UNSET_KEY", raising=False)
+    async with harness(catalog) as h:
+        response = await h.chat(ask(model="locked"))
+    assert response.status_code == 503
+    error = error_of(response)
+    assert error["code"] == "provider_not_configured"
+    assert "FUSION_GATEWAY_COMPONENT_TEST_UNSET_KEY" in error["message"]
+
+
+# --- fusion as a tool --------------------------------------------------------------------------
+
+
+async def test_a_model_calls_fusion_as_a_tool(catalog: Catalog) -> None:
+    call = fusion_call("call-1", "Is P = NP, given what is known?", preset="solo")
+    async with harness(catalog) as h:
+        h.provider.responses = [
+            lambda _: httpx.Response(200, json=upstream_reply(None, [call])),
+            lambda _: httpx.Response(200, json=upstream_reply("With the panel's help: unknown.")),
+        ]
+        response = await h.chat(ask("Is P = NP?", model="toolmodel", tools=[FUSION_TOOL]))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["choices"][0]["message"]["content"] == "With the panel's help: unknown."
+    [fused] = h.link.submitted
+    assert fused.preset == "solo"
+    assert fused.messages == [ChatMessage(role="user", content="Is P = NP, given what is known?")]
+    assert fused.reply_to == h.link.reply_to
+    assert body["fusion"]["tool_calls"] == [
+        {"tool_call_id": "call-1", "request_id": fused.request_id, "status": "complete"}
+    ]
+    assert tokens(body["usage"]) == {"prompt_tokens": 44, "completion_tokens": 18, "total_tokens": 62}
+    first, second = h.provider.bodies()
+    assert first["model"] == second["model"] == "vendor/tool-model"
+    assert "fusion" not in first
+    assert second["messages"][-1] == {"role": "tool", "tool_call_id": "call-1", "content": ANSWER}
+
+
+async def test_a_streamed_tool_request_is_answered_as_a_stream(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        h.provider.responses = [
+            lambda _: httpx.Response(200, json=upstream_reply(None, [fusion_call("call-1", "q?")])),
+            lambda _: httpx.Response(200, json=upstream_reply("Answered.")),
+        ]
+        response = await h.chat(ask("q", model="toolmodel", tools=[FUSION_TOOL], stream=True))
+
+    chunks = data_of(events(response))
+    assert contents(chunks) == ["Answered."]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert len(chunks[-1]["fusion"]["tool_calls"]) == 1
+    assert all(body["stream"] is False for body in h.provider.bodies())
+
+
+async def test_a_fused_request_listing_the_fusion_tool_is_a_400(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        response = await h.chat(ask(tools=[FUSION_TOOL]))
+    assert response.status_code == 400
+    assert error_of(response)["param"] == "tools"
+    assert h.link.submitted == []
+
+
+async def test_a_tool_call_naming_an_unknown_preset_is_explained_to_the_model(catalog: Catalog) -> None:
+    # The preset comes from the model's tool call, not from the client: a bad one is the model's
+    # mistake, to be told in the tool result like malformed arguments are, not a 400 to the client.
+    async with harness(catalog) as h:
+        h.provider.responses = [
+            lambda _: httpx.Response(200, json=upstream_reply(None, [fusion_call("call-1", "q?", "nope")])),
+            lambda _: httpx.Response(200, json=upstream_reply("I could not ask the panel.")),
+        ]
+        response = await h.chat(ask("q", model="toolmodel", tools=[FUSION_TOOL]))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "I could not ask the panel."
+    tool_message = h.provider.bodies()[1]["messages"][-1]
+    assert tool_message["role"] == "tool"
+    assert "nope" in tool_message["content"]
+
+
+# --- idempotency -------------------------------------------------------------------------------
+
+
+async def test_an_idempotency_key_runs_the_fusion_once(catalog: Catalog) -> None:
+    body = ask("only once, please")
+    async with harness(catalog) as h:
+        h.link.hold = asyncio.Event()
+        first = asyncio.create_task(h.chat(body, **{"Idempotency-Key": "k-1"}))
+        second = asyncio.create_task(h.chat(body, **{"Idempotency-Key": "k-1"}))
+        await eventually(lambda: len(h.link.submitted) == 1)
+        await asyncio.sleep(0.05)
+        h.link.hold.set()
+        responses = [await first, await second]
+        third = await h.chat(body, **{"Idempotency-Key": "k-1"})
+        reused = await h.chat(ask("something else"), **{"Idempotency-Key": "k-1"})
+        other_key = await h.chat(body, **{"Idempotency-Key": "k-2"})
+
+    assert [response.status_code for response in responses] == [200, 200]
+    assert responses[0].json() == responses[1].json() == third.json()
+    assert sorted(response.headers["idempotent-replayed"] for response in responses) == ["false", "true"]
+    assert third.headers["idempotent-replayed"] == "true"
+    assert reused.status_code == 409
+    assert error_of(reused)["code"] == "idempotency_key_reused"
+    assert other_key.status_code == 200
+    assert len(h.link.submitted) == 2  # k-1 once, k-2 once
+
+
+async def test_an_idempotent_server_error_is_run_again(catalog: Catalog) -> None:
+    outcomes: list[ResultStatus] = ["failed", "complete"]
+    body = ask("retry me")
+
+    def respond(request: FusionRequest) -> FusedResult:
+        status = outcomes.pop(0)
+        if status == "failed":
+            return answered(request, None, "failed", "no member answered")
+        return answered(request)
+
+    async with harness(catalog) as h:
+        h.link.respond = respond
+        failed = await h.chat(body, **{"Idempotency-Key": "k-5xx"})
+        retried = await h.chat(body, **{"Idempotency-Key": "k-5xx"})
+
+    assert failed.status_code == 502
+    assert failed.headers["idempotent-replayed"] == "false"
+    assert retried.status_code == 200
+    assert retried.headers["idempotent-replayed"] == "false"
+    assert len(h.link.submitted) == 2
+
+
+async def test_an_idempotent_client_error_is_replayed(catalog: Catalog) -> None:
+    body = ask(fusion={"panel": ["nope"]})
+    async with harness(catalog) as h:
+        first = await h.chat(body, **{"Idempotency-Key": "k-400"})
+        again = await h.chat(body, **{"Idempotency-Key": "k-400"})
+    assert first.status_code == again.status_code == 400
+    assert again.headers["idempotent-replayed"] == "true"
+    assert first.json() == again.json()
+
+
+async def test_an_idempotent_stream_is_replayed_as_a_stream(catalog: Catalog) -> None:
+    body = ask(stream=True)
+    async with harness(catalog) as h:
+        first = await h.chat(body, **{"Idempotency-Key": "k-s"})
+        again = await h.chat(body, **{"Idempotency-Key": "k-s"})
+
+    assert first.text == again.text
+    chunks = data_of(events(first))
+    assert contents(chunks) == [ANSWER]
+    assert chunks[-1]["fusion"]["status"] == "complete"
+    assert len(h.link.submitted) == 1
+    assert h.link.submitted[0].stream is False  # answered whole, then replayed as events
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+async def test_metrics_count_requests_results_and_errors(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        await h.chat(ask())
+        await h.chat(ask(stream=True))
+        await h.chat(ask(model="gpt-17"))
+        metrics = (await h.client.get("/metrics")).text
+
+    assert 'fusion_gateway_requests_total{kind="fusion",stream="false"} 1.0' in metrics
+    assert 'fusion_gateway_requests_total{kind="fusion",stream="true"} 1.0' in metrics
+    assert 'fusion_gateway_requests_total{kind="model",stream="false"} 1.0' in metrics
+    assert 'fusion_gateway_results_total{status="complete"} 2.0' in metrics
+    assert 'fusion_gateway_errors_total{status="404"} 1.0' in metrics
+    assert "fusion_gateway_in_flight 0.0" in metrics
