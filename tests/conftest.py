@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from fusion.client import FusionClient
 from fusion.kafka.admin import create_topics
+from fusion.observability.tracing import configure_tracing
 from fusion.settings import Settings
 
+from tests.support.otlp import Receiver
 from tests.support.stack import (
     BOOTSTRAP,
     GATEWAY_PORTS,
@@ -66,9 +68,34 @@ def standin() -> Iterator[str]:
     process.wait(timeout=10)
 
 
+LEAKY_KEY = "sk-fusion-test-SECRET-4f9c2a7e1b"
+"""A provider key the tests configure, so they can show it never leaks (see test_observability.py)."""
+
+OTLP_PORT = 18318
+
+
+@pytest.fixture(scope="session")
+def otlp() -> Iterator[Receiver]:
+    """An OTLP/HTTP receiver for the whole session; the services and this process export to it."""
+    receiver = Receiver(OTLP_PORT)
+    receiver.start()
+    os.environ.update(TRACING_ENV)
+    provider = configure_tracing("tests")
+    yield receiver
+    if provider is not None:
+        provider.shutdown()
+    receiver.stop()
+
+
+TRACING_ENV = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{OTLP_PORT}",
+    "OTEL_BSP_SCHEDULE_DELAY": "200",
+}
+
+
 @pytest.fixture(scope="session")
 def services(
-    settings: Settings, topics: None, standin: str, tmp_path_factory: pytest.TempPathFactory
+    settings: Settings, topics: None, standin: str, otlp: Receiver, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Services]:
     """dispatcher, panel-worker and judge, each its own process, on the session's broker."""
     log_dir = tmp_path_factory.mktemp("service-logs")
@@ -77,6 +104,8 @@ def services(
         "FUSION_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "FUSION_CATALOG": str(settings.catalog),
         "FUSION_LOG_FORMAT": "json",
+        "FUSION_TEST_LEAKY_KEY": LEAKY_KEY,
+        **TRACING_ENV,
     }
     stack = Services(env=env, log_dir=log_dir)
     try:

@@ -9,6 +9,7 @@ end-to-end tests: it says nothing worth reading.
     fail-<status>  answers with that HTTP status and an OpenAI-style error body
     garbage        answers 200 with a body that is not JSON
     billed         answers after --latency-ms and reports `usage.cost` as OpenRouter does
+    echo-auth      answers 401 with the Authorization header it received in the error message
     anything else  answers after --latency-ms
 
 With `"stream": true` it streams the words of its answer as server-sent events. When the request
@@ -79,6 +80,11 @@ class StandInModels:
             body += event.get("body", b"")
             if not event.get("more_body"):
                 break
+        if "echo-auth" in body.decode(errors="replace"):
+            # A provider that rejects the key and echoes it back, as some do: callers must redact it.
+            authorization = dict(scope["headers"]).get(b"authorization", b"").decode()
+            await self._json(send, 401, {"error": {"message": f"invalid credentials: {authorization}"}})
+            return
         await self._complete(json.loads(body), send)
 
     async def _complete(self, request: dict[str, Any], send: Send) -> None:

@@ -137,6 +137,15 @@ id = "billed"
 input_usd_per_mtok = "1"
 output_usd_per_mtok = "1"
 
+[providers.leaky]
+api = "openai"
+base_url = "http://127.0.0.1:{STANDIN_PORT}/v1"
+key_env = "FUSION_TEST_LEAKY_KEY"
+
+[models.leaky]
+provider = "leaky"
+id = "echo-auth"
+
 [presets.standin]
 panel = [{{ model = "fast" }}, {{ model = "fast", temperature = 0.9 }}, {{ model = "fast", seed = 3 }}]
 judge = {{ model = "fast" }}

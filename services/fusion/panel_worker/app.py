@@ -51,6 +51,7 @@ class PanelWorker:
         log.info(
             "member answered",
             model=task.member.model,
+            error=answer.error,
             status=answer.status,
             latency_ms=round(answer.latency_ms),
         )

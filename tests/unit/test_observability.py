@@ -1,0 +1,147 @@
+"""Log redaction, trace ids in logs, GenAI spans, and the timeline: no Kafka."""
+
+import io
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import structlog
+from fusion.cli.timeline import render_timeline, spans
+from fusion.logs import configure_logging
+from fusion.observability.redaction import REDACTED, Redactor
+from fusion.observability.tracing import model_call_span, tracing_enabled
+from fusion.settings import Settings
+from fusion_contracts import FusedResult, JudgeOutcome, MemberOutcome, Timings
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from rich.console import Console
+
+SECRET = "sk-live-0123456789abcdef"
+
+
+def test_the_redactor_removes_configured_keys_and_authorization_values_at_any_depth() -> None:
+    redact = Redactor([SECRET, ""])
+    event = {
+        "event": f"call failed: key {SECRET} rejected",
+        "headers": {"Authorization": "Bearer anything-at-all-here", "accept": "json"},
+        "nested": [{"error": f"Bearer {SECRET}"}, ("x-api-key", SECRET)],
+        "count": 3,
+    }
+
+    cleaned = redact(None, "info", event)
+
+    assert SECRET not in json.dumps(cleaned)
+    assert cleaned["headers"]["Authorization"] == REDACTED
+    assert cleaned["headers"]["accept"] == "json"
+    assert cleaned["event"] == f"call failed: key {REDACTED} rejected"
+    assert cleaned["nested"][0]["error"] == f"Bearer {REDACTED}"
+    assert cleaned["count"] == 3
+
+
+def test_log_lines_are_json_with_service_request_and_trace_ids_and_no_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    configure_logging(Settings(log_format="json"), "judge", [SECRET])
+    provider = TracerProvider()
+    log = structlog.get_logger("test")
+    try:
+        with (
+            provider.get_tracer("t").start_as_current_span("work") as span,
+            structlog.contextvars.bound_contextvars(request_id="r-42"),
+        ):
+            try:
+                raise RuntimeError(f"boom with {SECRET}")
+            except RuntimeError:
+                log.exception("failed", detail=f"key={SECRET}")
+            trace_id = format(span.get_span_context().trace_id, "032x")
+    finally:
+        logging.getLogger().handlers.clear()
+        structlog.reset_defaults()
+
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["service"] == "judge"
+    assert line["request_id"] == "r-42"
+    assert line["trace_id"] == trace_id
+    assert "RuntimeError" in line["exception"]
+    assert SECRET not in stream.getvalue()
+
+
+def test_tracing_is_off_unless_an_otlp_endpoint_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SDK_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
+    assert not tracing_enabled()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    assert tracing_enabled()
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert not tracing_enabled()
+
+
+def test_a_model_call_span_has_genai_attributes_and_records_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "get_tracer", provider.get_tracer)
+
+    with model_call_span("openrouter", "chat", "gpt-x", **{"gen_ai.request.max_tokens": 5}) as span:
+        span.set_attribute("gen_ai.usage.input_tokens", 3)
+    with pytest.raises(ValueError, match="bad"), model_call_span("anthropic", "chat", "claude-x"):
+        raise ValueError("bad")
+
+    ok, failed = exporter.get_finished_spans()
+    assert ok.name == "chat gpt-x"
+    assert ok.attributes is not None
+    assert ok.attributes["gen_ai.system"] == "openrouter"
+    assert ok.attributes["gen_ai.request.model"] == "gpt-x"
+    assert ok.attributes["gen_ai.usage.input_tokens"] == 3
+    assert failed.status.is_ok is False
+    assert failed.attributes is not None
+    assert failed.attributes["error.type"] == "ValueError"
+    assert failed.events[0].name == "exception"
+
+
+def result() -> FusedResult:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def at(seconds: float) -> datetime:
+        return t0 + timedelta(seconds=seconds)
+
+    return FusedResult(
+        request_id="r",
+        status="partial",
+        members=[
+            MemberOutcome(index=0, model="a", status="ok", latency_ms=1000, finished_at=at(1.2)),
+            MemberOutcome(index=1, model="b", status="error", latency_ms=500, finished_at=at(1.0)),
+            MemberOutcome(index=2, model="c", status="timeout"),
+        ],
+        judge=JudgeOutcome(model="j", status="ok"),
+        timings=Timings(
+            submitted_at=t0, dispatched_at=at(0.1), released_at=at(2.0), completed_at=at(3.0), total_ms=3000
+        ),
+    )
+
+
+def test_the_timeline_places_queueing_each_call_and_the_judge() -> None:
+    rows = {row.label: (round(row.start_s, 2), round(row.end_s, 2)) for row in spans(result())}
+
+    assert rows["queue → dispatcher"] == (0.0, 0.1)
+    assert rows["member 0 a (ok)"] == (0.2, 1.2)
+    assert rows["  queue 0"] == (0.1, 0.2)
+    assert rows["member 1 b (error)"] == (0.5, 1.0)
+    assert rows["member 2 c (no answer)"] == (0.1, 2.0)
+    assert rows["judge j"] == (2.0, 3.0)
+
+
+def test_the_timeline_renders_bars() -> None:
+    console = Console(record=True, width=120)
+
+    render_timeline(result(), console)
+
+    text = console.export_text()
+    assert "Timeline (total 3.00 s)" in text
+    assert "█" in text
+    assert "judge j" in text
