@@ -11,7 +11,7 @@ DEMO_QUESTION ?= Why is the sky blue? Answer in three sentences.
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: help install up down run test lint format schemas kafka-up kafka-down kafka-reset clean bench-gateway
+.PHONY: help install up down run test lint format schemas kafka-up kafka-down kafka-reset clean bench-gateway fuzz
 
 help:
 	@echo "make run     install, start Kafka + local models + services, fuse a demo question"
@@ -19,6 +19,7 @@ help:
 	@echo "make test    install and run every test (starts its own broker and model server)"
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make bench-gateway   the gateway's added latency (stand-in models), table + plot"
+	@echo "make fuzz    bad messages on every consumed topic: all dead-lettered, counts printed"
 
 install: $(INSTALLED)
 
@@ -71,6 +72,9 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+fuzz: install
+	$(BIN)/pytest tests/integration/test_fuzz.py -s -q
 
 bench-gateway: install
 	$(BIN)/python -m bench.gateway_overhead

@@ -112,7 +112,7 @@ class Correlator(Generic[T]):
         try:
             message = decode(self._adapter, record.value)
         except DecodeError as error:
-            log.warning("undecodable message on tapped topic", topic=record.topic, error=str(error))
+            log.debug("undecodable message on tapped topic", topic=record.topic, error=str(error))
             return
         self._deliver(self._request_id(message), message)
 
