@@ -108,6 +108,10 @@ id = "b"
 provider = "nowhere"
 id = "c"
 
+[models.slow3]
+provider = "standin"
+id = "sleep-3000"
+
 [models.slow-judge]
 provider = "standin"
 id = "sleep-600"
@@ -200,6 +204,12 @@ class Services:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def kill(self, label: str) -> None:
+        """SIGKILL: no shutdown hook runs, nothing is drained or committed."""
+        process = self.processes.pop(label)
+        process.kill()
+        process.wait()
 
     def stop_all(self) -> None:
         for name in list(self.processes):

@@ -102,6 +102,7 @@ def register(broker: KafkaBroker, catalog: Catalog, metrics: FusionMetrics | Non
         topics.REQUESTS,
         group_id="fusion-dispatcher",
         ack_policy=AckPolicy.ACK,
+        auto_offset_reset="earliest",  # requests that arrive before the first commit are not skipped
         max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
     )
     async def on_request(message: KafkaMessage) -> None:

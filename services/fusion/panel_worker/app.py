@@ -1,6 +1,10 @@
 """The panel worker service: `fusion.tasks` in, `fusion.answers` out, many model calls at once."""
 
+from collections.abc import Awaitable, Callable
+
 import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -15,6 +19,7 @@ from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.models import CompletesChat, ModelRouter
 from fusion.observability.metrics import FusionMetrics
 from fusion.panel_worker.calls import answer_task
+from fusion.panel_worker.offsets import OffsetTracker
 from fusion.runtime import service_app
 from fusion.settings import Settings
 
@@ -34,12 +39,13 @@ class PanelWorker:
         self.pool = BoundedPool(concurrency)
         metrics.in_flight.set_function(lambda: self.pool.in_flight)
 
-    async def accept(self, task: PanelTask) -> None:
-        """Returns once the call has started, so one partition's tasks run side by side."""
+    async def accept(self, task: PanelTask, done: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Returns once the call has started, so one partition's tasks run side by side; `done` runs
+        once the answer is published (the offset may then be committed)."""
         with structlog.contextvars.bound_contextvars(request_id=task.request_id, member=task.member_index):
-            await self.pool.submit(self._run(task))
+            await self.pool.submit(self._run(task, done))
 
-    async def _run(self, task: PanelTask) -> None:
+    async def _run(self, task: PanelTask, done: Callable[[], Awaitable[None]] | None = None) -> None:
         try:
             answer = await answer_task(task, self._models, self._worker)
         except Exception as error:
@@ -56,6 +62,8 @@ class PanelWorker:
             latency_ms=round(answer.latency_ms),
         )
         await self._outbox.send(topics.ANSWERS, answer, topics.request_key(task.request_id))
+        if done is not None:
+            await done()
 
 
 def _crashed(task: PanelTask, worker: str, error: Exception) -> PanelAnswer:
@@ -71,6 +79,31 @@ def _crashed(task: PanelTask, worker: str, error: Exception) -> PanelAnswer:
     )
 
 
+class Committer:
+    """Commits a partition's offset once every task before it has been answered (at least once)."""
+
+    def __init__(self) -> None:
+        self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
+
+    def started(self, message: KafkaMessage) -> Callable[[], Awaitable[None]]:
+        record = message.raw_message
+        partition = TopicPartition(record.topic, record.partition)  # type: ignore[union-attr]
+        offset: int = record.offset  # type: ignore[union-attr]
+        self._offsets.start(partition, offset)
+        consumer = message.consumer
+
+        async def finished() -> None:
+            committable = self._offsets.finish(partition, offset)
+            if committable is None or not isinstance(consumer, AIOKafkaConsumer):
+                return  # nothing new, or FastStream's in-memory test broker: nothing to commit
+            try:
+                await consumer.commit({partition: committable})
+            except KafkaError as error:  # revoked in a rebalance: its new owner starts from the last commit
+                log.info("offset not committed", partition=str(partition), error=str(error))
+
+        return finished
+
+
 def register(
     broker: KafkaBroker, models: CompletesChat, settings: Settings, metrics: FusionMetrics | None = None
 ) -> PanelWorker:
@@ -78,20 +111,26 @@ def register(
     worker = PanelWorker(
         models, Outbox(broker), settings.worker_concurrency, settings.instance_id, metrics or FusionMetrics()
     )
+    committer = Committer()
 
-    # The handler returns as soon as the call has started; FastStream commits the offset in the
-    # background (at most once for a crash mid-call; the reliability work makes this at least once).
+    # Offsets are committed by hand, each once every earlier task of its partition is answered: a
+    # worker killed mid-call leaves its tasks to another worker (the judge keeps one answer per member).
     @broker.subscriber(
         topics.TASKS,
         group_id="fusion-panel-workers",
-        ack_policy=AckPolicy.ACK_FIRST,
+        ack_policy=AckPolicy.MANUAL,
         max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
+        auto_offset_reset="earliest",  # a partition without a commit yet is read from its start
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=1_500,
     )
     async def on_task(message: KafkaMessage) -> None:
+        done = committer.started(message)
         task = await inbox.decode(message, _TASK)
         if isinstance(task, Invalid):
+            await done()
             return
-        await worker.accept(task)
+        await worker.accept(task, done)
 
     return worker
 

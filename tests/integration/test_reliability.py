@@ -1,0 +1,53 @@
+"""Failures of processes and of the broker, on the real stack."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from fusion.client import FusionClient
+from fusion_contracts import ChatMessage, FusionRequest, ModelSpec, Policy
+
+from tests.support.stack import KAFKA_PORT, Services, run_infra
+
+pytestmark = [pytest.mark.kafka]
+
+
+async def test_a_panel_worker_killed_mid_call_leaves_its_task_to_another(
+    client: FusionClient, services: Services, standin: str
+) -> None:
+    request = FusionRequest(
+        messages=[ChatMessage(role="user", content="survive a crash")],
+        panel=[ModelSpec(model="slow3")],
+        judge=ModelSpec(model="fast"),
+        policy=Policy(deadline_s=60),
+    )
+    async with httpx.AsyncClient() as http:
+        before = (await http.get(f"{standin}/v1/stats")).json()["requests"].get("sleep-3000", 0)
+        future = await client.submit(request)
+        await asyncio.sleep(1.5)  # the 3 s call is under way
+        services.kill("panel-worker")
+        started = time.monotonic()
+        services.start("panel-worker")
+        result = await asyncio.wait_for(future, timeout=60)
+        after = (await http.get(f"{standin}/v1/stats")).json()["requests"].get("sleep-3000", 0)
+
+    took = time.monotonic() - started
+    print(f"\nworker killed mid-call: result {result.status} {took:.1f} s after the restart")
+    assert result.status == "complete"
+    assert result.members[0].status == "ok"
+    assert after - before == 2  # the killed worker's call, and the new worker's
+
+
+async def test_the_services_carry_on_after_a_broker_restart(client: FusionClient) -> None:
+    run_infra("kafka.sh", "stop", KAFKA_PORT=str(KAFKA_PORT))
+    run_infra("kafka.sh", "start", KAFKA_PORT=str(KAFKA_PORT))
+    started = time.monotonic()
+
+    result = await client.fuse(
+        FusionRequest(messages=[ChatMessage(role="user", content="after a restart")], preset="standin"),
+        timeout_s=90,
+    )
+
+    print(f"\nbroker restarted: a request completed {time.monotonic() - started:.1f} s later")
+    assert result.status == "complete"
