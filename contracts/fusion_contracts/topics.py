@@ -17,10 +17,14 @@ RESULTS: Final = "fusion.results"
 REPLIES_PREFIX: Final = "fusion.replies."
 """Each gateway instance reads its own reply topic, `fusion.replies.<instance>`."""
 
+RELEASED: Final = "fusion.judge.released"
+"""The judge's markers of released requests (compacted), keyed by request id like `fusion.answers`, so a
+judge taking over a partition knows which of its requests already have their result."""
+
 DLQ: Final = "fusion.dlq"
 """`DeadLetter`, keyed by the original message's key."""
 
-ALL: Final = (REQUESTS, TASKS, ANSWERS, RESULTS, DLQ)
+ALL: Final = (REQUESTS, TASKS, ANSWERS, RESULTS, RELEASED, DLQ)
 
 
 def request_key(request_id: str) -> bytes:

@@ -51,3 +51,30 @@ async def test_the_services_carry_on_after_a_broker_restart(client: FusionClient
 
     print(f"\nbroker restarted: a request completed {time.monotonic() - started:.1f} s later")
     assert result.status == "complete"
+
+
+async def test_a_judge_killed_mid_request_still_gives_exactly_one_result(
+    client: FusionClient, services: Services
+) -> None:
+    slow = FusionRequest(
+        messages=[ChatMessage(role="user", content="judge crash")],
+        panel=[ModelSpec(model="fast"), ModelSpec(model="slow3")],
+        judge=ModelSpec(model="fast"),
+        policy=Policy(deadline_s=60),
+    )
+    done = [
+        FusionRequest(messages=[ChatMessage(role="user", content=f"before {i}")], preset="standin")
+        for i in range(5)
+    ]
+    finished = await asyncio.gather(*(client.fuse(request) for request in done))
+    future = await client.submit(slow)
+    await asyncio.sleep(1.0)  # the plan and one answer are in the judge's memory, not yet released
+
+    services.kill("judge")
+    services.start("judge")  # reads the open request's messages again; finds the others released
+    result = await asyncio.wait_for(future, timeout=60)
+    await asyncio.sleep(3.0)  # room for a duplicate to show up
+
+    assert all(r.status == "complete" for r in finished)
+    assert result.status == "complete"
+    assert [client.results.seen[r.request_id] for r in [*done, slow]] == [1] * 6

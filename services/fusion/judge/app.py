@@ -3,8 +3,10 @@
 import asyncio
 import contextlib
 from datetime import timedelta
+from typing import Any, Protocol
 
 import structlog
+from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -26,6 +28,8 @@ from fusion.catalog import Catalog
 from fusion.clock import seconds_until
 from fusion.judge.fusing import Judge, crashed_result
 from fusion.judge.gathering import Gathering, Gatherings
+from fusion.judge.ledger import Ledger
+from fusion.judge.output import GROUP, OwnedPartitions, TransactionalResults, released_requests
 from fusion.judge.streaming import ChunkPublisher
 from fusion.kafka.broker import Outbox, build_broker
 from fusion.kafka.dead_letters import Inbox, Invalid
@@ -39,8 +43,33 @@ log = structlog.get_logger(__name__)
 _ANSWERS: TypeAdapter[PanelPlan | PanelAnswer] = TypeAdapter(AnswersMessage)
 
 
+class ResultSink(Protocol):
+    async def publish(self, plan: PanelPlan, result: FusedResult) -> bool:
+        """Publishes the result; False when the request's partition moved to another judge."""
+        ...
+
+
+class OutboxSink:
+    """Publishes results without a transaction: for FastStream's in-memory test broker."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+
+    async def publish(self, plan: PanelPlan, result: FusedResult) -> bool:
+        reply_to = plan.reply_to
+        await self._outbox.send(
+            reply_to.topic if reply_to else topics.RESULTS,
+            result,
+            topics.request_key(plan.request_id),
+            reply_to.partition if reply_to else None,
+        )
+        return True
+
+
 class JudgeService:
-    """Holds open requests in memory; a timer per request wakes it at its next release instant."""
+    """Holds open requests in memory, rebuilt from `fusion.answers` after a crash or a rebalance (its
+    offsets are committed only past released requests); a timer per request wakes it at its next
+    release instant."""
 
     def __init__(
         self,
@@ -48,9 +77,15 @@ class JudgeService:
         outbox: Outbox,
         concurrency: int,
         stale_after_s: float,
+        *,
         metrics: FusionMetrics | None = None,
+        sink: ResultSink | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self._judge = Judge(models)
+        self._sink = sink or OutboxSink(outbox)
+        self.ledger = ledger or Ledger()
+        self.results: TransactionalResults | None = None
         self._metrics = metrics or FusionMetrics()
         self._metrics.in_flight.set_function(lambda: len(self._gatherings) + len(self._fusing))
         self._outbox = outbox
@@ -64,12 +99,24 @@ class JudgeService:
     def open_requests(self) -> int:
         return len(self._gatherings)
 
-    async def on_message(self, message: PanelPlan | PanelAnswer) -> None:
+    async def on_message(self, message: PanelPlan | PanelAnswer, partition: int = 0, offset: int = 0) -> None:
         gathering = self._gatherings.add(message, utc_now())
         if gathering is None:
+            self.ledger.record(partition, offset, None)
             log.debug("late message for a released request", request_id=message.request_id)
             return
+        self.ledger.record(partition, offset, message.request_id)
         self._check(gathering)
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Partitions revoked: their open requests now belong to another judge."""
+        for request_id in self.ledger.forget(partitions):
+            if timer := self._timers.pop(request_id, None):
+                timer.cancel()
+            self._gatherings.drop(request_id)
+
+    def adopt(self, released: set[str]) -> None:
+        self._gatherings.mark_released(released)
 
     def _check(self, gathering: Gathering) -> None:
         reason = gathering.release_reason(utc_now())
@@ -136,7 +183,10 @@ class JudgeService:
                 KafkaError
             ):  # the stream is cut short; the result, which holds the whole answer, still goes
                 log.exception("answer chunks lost", request_id=plan.request_id)
-        await reply(result)
+        if not await self._sink.publish(plan, result):
+            log.info("request moved to another judge before its result was committed")
+            return
+        self.ledger.close(plan.request_id)
         self._record(plan, result)
         log.info(
             "result published",
@@ -157,6 +207,7 @@ class JudgeService:
 
     def sweep(self) -> None:
         for request_id in self._gatherings.drop_stale(utc_now() - self._stale_after):
+            self.ledger.close(request_id)
             log.warning("dropped answers whose plan never arrived", request_id=request_id)
 
     async def drain(self, timeout_s: float) -> None:
@@ -164,28 +215,72 @@ class JudgeService:
             await asyncio.wait(set(self._fusing), timeout=timeout_s)
 
 
-def register(
-    broker: KafkaBroker, models: CompletesChat, settings: Settings, metrics: FusionMetrics | None = None
-) -> JudgeService:
-    inbox = Inbox(broker, "judge")
-    service = JudgeService(
-        models, Outbox(broker), settings.judge_concurrency, settings.judge_stale_s, metrics or FusionMetrics()
-    )
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Partitions revoked: forget their open requests. Assigned: learn which are already released
+    (before any of their messages is read), so reading them again yields no second result."""
 
-    # The state lives in memory: a judge that crashes loses its open requests (the reliability
-    # work replaces this with committed state). The handler itself never waits on a model call.
+    def __init__(self, service: JudgeService, owned: OwnedPartitions, settings: Settings) -> None:
+        self._service = service
+        self._owned = owned
+        self._settings = settings
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        partitions = {tp.partition for tp in revoked if tp.topic == topics.ANSWERS}
+        self._owned.partitions -= partitions
+        self._service.drop_partitions(partitions)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        partitions = {tp.partition for tp in assigned if tp.topic == topics.ANSWERS}
+        released = await released_requests(self._settings, partitions)
+        self._service.adopt(released)
+        self._owned.partitions |= partitions
+        log.info("answers partitions assigned", partitions=sorted(partitions), already_released=len(released))
+
+
+def register(
+    broker: KafkaBroker,
+    models: CompletesChat,
+    settings: Settings,
+    metrics: FusionMetrics | None = None,
+    exactly_once: bool = False,
+) -> JudgeService:
+    """With `exactly_once` (a real broker), results, markers and offsets go out in transactions;
+    without, results are published plainly (FastStream's in-memory test broker has no transactions)."""
+    inbox = Inbox(broker, "judge")
+    ledger = Ledger()
+    owned = OwnedPartitions(ledger)
+    sink = TransactionalResults(settings, ledger, owned) if exactly_once else None
+    service = JudgeService(
+        models,
+        Outbox(broker),
+        settings.judge_concurrency,
+        settings.judge_stale_s,
+        metrics=metrics or FusionMetrics(),
+        sink=sink,
+        ledger=ledger,
+    )
+    service.results = sink
+
+    # Offsets are never committed by the consumer: they go into each result's transaction, only past
+    # the requests already released. The handler itself never waits on a model call.
     @broker.subscriber(
         topics.ANSWERS,
-        group_id="fusion-judges",
-        ack_policy=AckPolicy.ACK_FIRST,
+        group_id=GROUP,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
         max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
+        listener=_Rebalance(service, owned, settings) if exactly_once else None,
     )
     async def on_answer(message: KafkaMessage) -> None:
+        record = message.raw_message
+        partition, offset = record.partition, record.offset  # type: ignore[union-attr]
         decoded = await inbox.decode(message, _ANSWERS)
         if isinstance(decoded, Invalid):
+            service.ledger.record(partition, offset, None)
             return
         with structlog.contextvars.bound_contextvars(request_id=decoded.request_id):
-            await service.on_message(decoded)
+            await service.on_message(decoded, partition, offset)
 
     return service
 
@@ -194,7 +289,7 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
     metrics = FusionMetrics()
     broker = build_broker(settings, "fusion-judge", metrics)
     models = ModelRouter(catalog)
-    service = register(broker, models, settings, metrics)
+    service = register(broker, models, settings, metrics, exactly_once=True)
     sweeper: list[asyncio.Task[None]] = []
 
     async def sweep_forever() -> None:
@@ -203,6 +298,8 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
             service.sweep()
 
     async def start() -> None:
+        if service.results is not None:
+            await service.results.start()
         sweeper.append(asyncio.create_task(sweep_forever()))
 
     async def stop() -> None:
@@ -211,6 +308,8 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await service.drain(timeout_s=25.0)
+        if service.results is not None:
+            await service.results.stop()
         await models.aclose()
 
     return service_app(broker, metrics, on_startup=[start], on_shutdown=[stop])

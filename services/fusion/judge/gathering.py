@@ -95,6 +95,18 @@ class Gatherings:
             self._released.popitem(last=False)
         return gathering
 
+    def drop(self, request_id: str) -> None:
+        """Forgets an open request without releasing it (its partition moved to another judge)."""
+        self._open.pop(request_id, None)
+
+    def mark_released(self, request_ids: set[str]) -> None:
+        """Requests another judge already released: their messages, read again, are ignored."""
+        for request_id in request_ids:
+            self._open.pop(request_id, None)
+            self._released[request_id] = None
+        while len(self._released) > self._remember:
+            self._released.popitem(last=False)
+
     def drop_stale(self, older_than: datetime) -> list[str]:
         """Forgets answers whose plan never came; returns their request ids."""
         stale = [

@@ -21,6 +21,8 @@ def topic_plan(settings: Settings) -> list[TopicPlan]:
         TopicPlan(topics.TASKS, settings.partitions_tasks),
         TopicPlan(topics.ANSWERS, settings.partitions_answers),
         TopicPlan(topics.RESULTS, settings.partitions_results),
+        # Same partition count as the answers: a request's marker lands on its answers' partition number.
+        TopicPlan(topics.RELEASED, settings.partitions_answers, {"cleanup.policy": "compact"}),
         TopicPlan(topics.DLQ, settings.partitions_dlq),
     ]
 

@@ -48,6 +48,7 @@ class TopicTap:
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=100,
+            isolation_level="read_committed",  # the judge publishes results in transactions
             max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
         )
 

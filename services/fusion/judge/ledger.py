@@ -1,0 +1,54 @@
+"""Which offsets of `fusion.answers` the judge may commit: only past every request it has not yet
+released. Pure bookkeeping.
+
+Each consumed message belongs to a request (or to nothing: a dead letter, a late answer). While a
+request is open, its messages must be read again after a crash, so a partition's committable offset
+is its lowest open message; once every request is released, it is one past the highest offset read.
+"""
+
+from collections import defaultdict
+from collections.abc import Set as AbstractSet
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self._open: defaultdict[int, dict[int, str]] = defaultdict(dict)
+        self._highest: dict[int, int] = {}
+        self._by_request: defaultdict[str, list[tuple[int, int]]] = defaultdict(list)
+
+    def record(self, partition: int, offset: int, request_id: str | None) -> None:
+        """A message read; `request_id` None for one that holds nothing open."""
+        self._highest[partition] = max(offset, self._highest.get(partition, -1))
+        if request_id is not None:
+            self._open[partition][offset] = request_id
+            self._by_request[request_id].append((partition, offset))
+
+    def partition_of(self, request_id: str) -> int | None:
+        places = self._by_request.get(request_id)
+        return places[0][0] if places else None
+
+    def committable(
+        self, partitions: AbstractSet[int], closing: AbstractSet[str] = frozenset()
+    ) -> dict[int, int]:
+        """Per partition, the offset to commit if the requests in `closing` were closed."""
+        result = {}
+        for partition in partitions:
+            if partition not in self._highest:
+                continue
+            still_open = [o for o, request_id in self._open[partition].items() if request_id not in closing]
+            result[partition] = min(still_open) if still_open else self._highest[partition] + 1
+        return result
+
+    def close(self, request_id: str) -> None:
+        for partition, offset in self._by_request.pop(request_id, []):
+            self._open[partition].pop(offset, None)
+
+    def forget(self, partitions: set[int]) -> set[str]:
+        """Drops revoked partitions; returns the requests that were open on them."""
+        dropped: set[str] = set()
+        for partition in partitions:
+            dropped.update(self._open.pop(partition, {}).values())
+            self._highest.pop(partition, None)
+        for request_id in dropped:
+            self._by_request.pop(request_id, None)
+        return dropped

@@ -1,0 +1,178 @@
+"""The judge's results, exactly once: each result, a marker that its request is released, and the
+consumed offsets are committed in one Kafka transaction.
+
+Readers of results use `read_committed`, so a judge that dies mid-way leaves no result behind; the
+judge that takes over reads the request's answers again (the offsets were not committed), and the
+markers tell it which requests are already released. Results ready at the same time share one
+transaction.
+"""
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+from fusion_contracts import FusedResult, PanelPlan, limits, topics
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+
+from fusion.judge.ledger import Ledger
+from fusion.kafka.codec import encode
+from fusion.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+GROUP = "fusion-judges"
+MAX_BATCH = 200
+RETRY_S = 1.0
+
+
+@dataclass
+class _Pending:
+    plan: PanelPlan
+    result: FusedResult
+    headers: list[tuple[str, bytes]]
+    done: "asyncio.Future[bool]" = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class TransactionalResults:
+    def __init__(self, settings: Settings, ledger: Ledger, owns: "OwnedPartitions") -> None:
+        self._settings = settings
+        self._ledger = ledger
+        self._owns = owns
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            transactional_id=f"fusion-judge-{self._settings.instance_id}",
+            enable_idempotence=True,
+            max_request_size=limits.MAX_MESSAGE_BYTES,
+            linger_ms=2,
+        )
+        await self._producer.start()
+        self._task = asyncio.create_task(self._run(), name="judge-results")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def publish(self, plan: PanelPlan, result: FusedResult) -> bool:
+        """Waits until the result is committed; False when its partition moved to another judge."""
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+        pending = _Pending(plan, result, [(k, v.encode()) for k, v in headers.items()])
+        await self._queue.put(pending)
+        return await pending.done
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < MAX_BATCH:
+                batch.append(self._queue.get_nowait())
+            await self._commit_until_done(batch)
+
+    async def _commit_until_done(self, batch: list[_Pending]) -> None:
+        while True:
+            owned = [item for item in batch if self._owns.request(item.plan.request_id)]
+            for item in batch:
+                if item not in owned and not item.done.done():
+                    item.done.set_result(False)  # its new owner releases it again
+            if not owned:
+                return
+            try:
+                await self._transaction(owned)
+            except KafkaError as error:
+                log.warning("result transaction failed; retrying", error=repr(error), results=len(owned))
+                await asyncio.sleep(RETRY_S)
+                continue
+            for item in owned:
+                self._ledger.close(item.plan.request_id)
+                item.done.set_result(True)
+            return
+
+    async def _transaction(self, batch: list[_Pending]) -> None:
+        producer = self._producer
+        assert producer is not None
+        closing = {item.plan.request_id for item in batch}
+        partitions = {
+            p for item in batch if (p := self._ledger.partition_of(item.plan.request_id)) is not None
+        }
+        tracer = trace.get_tracer("fusion")
+        async with producer.transaction():
+            for item in batch:
+                await self._send(producer, tracer, item)
+            offsets = {
+                TopicPartition(topics.ANSWERS, partition): OffsetAndMetadata(offset, "")
+                for partition, offset in self._ledger.committable(partitions, closing).items()
+            }
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, GROUP)
+
+    async def _send(self, producer: AIOKafkaProducer, tracer: trace.Tracer, item: _Pending) -> None:
+        reply_to = item.plan.reply_to
+        topic = reply_to.topic if reply_to else topics.RESULTS
+        key = topics.request_key(item.plan.request_id)
+        context = propagate.extract({k: v.decode() for k, v in item.headers})
+        with tracer.start_as_current_span(f"{topic} publish", context=context, kind=SpanKind.PRODUCER):
+            headers: dict[str, str] = {"content-type": "application/json"}
+            propagate.inject(headers)
+            await producer.send(
+                topic,
+                encode(item.result),
+                key=key,
+                partition=reply_to.partition if reply_to else None,
+                headers=[(k, v.encode()) for k, v in headers.items()],
+            )
+        await producer.send(topics.RELEASED, b"", key=key)
+
+
+class OwnedPartitions:
+    """The answers partitions this judge owns now, and where each open request lives."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.partitions: set[int] = set()
+
+    def request(self, request_id: str) -> bool:
+        partition = self._ledger.partition_of(request_id)
+        return partition is not None and partition in self.partitions
+
+
+async def released_requests(settings: Settings, partitions: set[int]) -> set[str]:
+    """The request ids already released on these partitions, from the markers topic."""
+    if not partitions:
+        return set()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    try:
+        assigned = [TopicPartition(topics.RELEASED, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        released: set[str] = set()
+        remaining = {tp for tp in assigned if ends[tp] > 0}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=500)
+            for records in batches.values():
+                released.update(record.key.decode() for record in records if record.key)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return released
+    finally:
+        await consumer.stop()
