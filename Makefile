@@ -11,7 +11,7 @@ DEMO_QUESTION ?= Why is the sky blue? Answer in three sentences.
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: help install up down run test lint format schemas kafka-up kafka-down kafka-reset clean bench-gateway fuzz
+.PHONY: help install up down run test lint format schemas kafka-up kafka-down kafka-reset clean bench-gateway fuzz chaos
 
 help:
 	@echo "make run     install, start Kafka + local models + services, fuse a demo question"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make bench-gateway   the gateway's added latency (stand-in models), table + plot"
 	@echo "make fuzz    bad messages on every consumed topic: all dead-lettered, counts printed"
+	@echo "make chaos   500 requests while every service is killed twice and the broker restarts"
 
 install: $(INSTALLED)
 
@@ -72,6 +73,9 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+chaos: install
+	$(BIN)/python -m bench.chaos
 
 fuzz: install
 	$(BIN)/pytest tests/integration/test_fuzz.py -s -q

@@ -5,6 +5,7 @@ catalog can map model names to behaviours. It never replaces the real local mode
 end-to-end tests: it says nothing worth reading.
 
     sleep-<ms>     answers after <ms> milliseconds
+    jitter-<a>-<b> answers after a uniformly random time between <a> and <b> milliseconds
     stall          accepts the request and never answers
     fail-<status>  answers with that HTTP status and an OpenAI-style error body
     garbage        answers 200 with a body that is not JSON
@@ -24,6 +25,7 @@ Usage: python -m fusion.standin [--host 127.0.0.1] [--port 8099] [--latency-ms 5
 import argparse
 import asyncio
 import json
+import random
 import re
 import time
 from collections import Counter
@@ -99,9 +101,7 @@ class StandInModels:
         if model == "garbage":
             await self._raw(send, 200, b"<html>not json", "text/html")
             return
-        delay_ms = (
-            float(model.removeprefix("sleep-")) if model.startswith("sleep-") else self.default_latency_ms
-        )
+        delay_ms = self._delay_ms(model)
         message = self._message(model, request)
         if request.get("stream"):
             await self._stream(send, model, str(message.get("content") or ""), delay_ms)
@@ -120,6 +120,14 @@ class StandInModels:
                 "usage": {**_USAGE, "cost": BILLED_COST} if model == "billed" else _USAGE,
             },
         )
+
+    def _delay_ms(self, model: str) -> float:
+        if model.startswith("sleep-"):
+            return float(model.removeprefix("sleep-"))
+        if model.startswith("jitter-"):
+            low, high = (float(part) for part in model.removeprefix("jitter-").split("-", 1))
+            return random.uniform(low, high)
+        return self.default_latency_ms
 
     @staticmethod
     def _message(model: str, request: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import pytest
 from fusion.client import FusionClient
 from fusion_contracts import ChatMessage, FusionRequest, ModelSpec, Policy
 
+from bench.chaos import run_chaos
 from tests.support.stack import KAFKA_PORT, Services, run_infra
 
 pytestmark = [pytest.mark.kafka]
@@ -78,3 +79,36 @@ async def test_a_judge_killed_mid_request_still_gives_exactly_one_result(
     assert all(r.status == "complete" for r in finished)
     assert result.status == "complete"
     assert [client.results.seen[r.request_id] for r in [*done, slow]] == [1] * 6
+
+
+async def test_a_judge_stopped_with_sigterm_hands_its_open_requests_over(
+    client: FusionClient, services: Services
+) -> None:
+    request = FusionRequest(
+        messages=[ChatMessage(role="user", content="graceful")],
+        panel=[ModelSpec(model="fast"), ModelSpec(model="slow3")],
+        judge=ModelSpec(model="fast"),
+        policy=Policy(deadline_s=60),
+    )
+    future = await client.submit(request)
+    await asyncio.sleep(1.0)
+
+    services.stop("judge")  # SIGTERM: the open request is not released, its offsets not committed
+    services.start("judge")
+    result = await asyncio.wait_for(future, timeout=60)
+    await asyncio.sleep(2.0)
+
+    assert result.status == "complete"
+    assert client.results.seen[request.request_id] == 1
+
+
+async def test_a_short_chaos_run_loses_and_doubles_nothing(client: FusionClient, services: Services) -> None:
+    """`make chaos` in small: requests while each service is killed once and the broker restarts."""
+    report = await run_chaos(client, services, requests=24, rate=4, kills_per_service=1, seed=3)
+
+    print(f"\n{report.line()}")
+    assert report.sent == 24
+    assert report.kills == 3
+    assert report.broker_restarts == 1
+    assert report.lost == 0
+    assert report.duplicated == 0

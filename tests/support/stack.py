@@ -150,6 +150,22 @@ key_env = "FUSION_TEST_LEAKY_KEY"
 provider = "leaky"
 id = "echo-auth"
 
+[models.realistic]
+provider = "standin"
+id = "jitter-200-1500"
+
+[models.realistic-judge]
+provider = "standin"
+id = "jitter-100-400"
+
+[presets.chaos]
+panel = [
+  {{ model = "realistic" }},
+  {{ model = "realistic", temperature = 0.9 }},
+  {{ model = "realistic", seed = 2 }},
+]
+judge = {{ model = "realistic-judge" }}
+
 [presets.standin]
 panel = [{{ model = "fast" }}, {{ model = "fast", temperature = 0.9 }}, {{ model = "fast", seed = 3 }}]
 judge = {{ model = "fast" }}

@@ -97,11 +97,12 @@ def register(broker: KafkaBroker, catalog: Catalog, metrics: FusionMetrics | Non
     inbox = Inbox(broker, "dispatcher")
     dispatcher = Dispatcher(catalog, Outbox(broker), metrics or FusionMetrics())
 
-    # ACK: the offset is committed only after the plan and tasks are published.
+    # The offset is committed only after the plan and tasks are published; a failure to publish (the
+    # broker restarting, say) seeks back, so the request is dispatched again rather than lost.
     @broker.subscriber(
         topics.REQUESTS,
         group_id="fusion-dispatcher",
-        ack_policy=AckPolicy.ACK,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",  # requests that arrive before the first commit are not skipped
         max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
     )

@@ -1,5 +1,6 @@
 """The panel worker service: `fusion.tasks` in, `fusion.answers` out, many model calls at once."""
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -26,6 +27,10 @@ from fusion.settings import Settings
 log = structlog.get_logger(__name__)
 
 _TASK: TypeAdapter[PanelTask] = TypeAdapter(PanelTask)
+
+
+PUBLISH_ATTEMPTS = 30
+PUBLISH_RETRY_S = 2.0
 
 
 class PanelWorker:
@@ -61,9 +66,21 @@ class PanelWorker:
             status=answer.status,
             latency_ms=round(answer.latency_ms),
         )
-        await self._outbox.send(topics.ANSWERS, answer, topics.request_key(task.request_id))
+        await self._publish(answer)
         if done is not None:
             await done()
+
+    async def _publish(self, answer: PanelAnswer) -> None:
+        """Retries while the broker is away (a restart, say): an answer is only dropped once it is
+        useless, well past its request's deadline, when the judge has released without it."""
+        for attempt in range(PUBLISH_ATTEMPTS):
+            try:
+                await self._outbox.send(topics.ANSWERS, answer, topics.request_key(answer.request_id))
+                return
+            except KafkaError as error:
+                log.warning("answer not published; retrying", error=repr(error), attempt=attempt)
+                await asyncio.sleep(PUBLISH_RETRY_S)
+        log.error("answer dropped after retries", request_id=answer.request_id)
 
 
 def _crashed(task: PanelTask, worker: str, error: Exception) -> PanelAnswer:
