@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=64, ge=1, description="Model calls at once per panel worker.")
     judge_concurrency: int = Field(default=16, ge=1, description="Fusions at once per judge.")
     judge_stale_s: float = Field(default=900.0, gt=0, description="Forget answers of a plan never seen.")
+    judge_max_open: int = Field(
+        default=10_000, ge=1, description="Open requests held in memory; past it the judge stops consuming."
+    )
 
     partitions_requests: int = Field(default=4, ge=1)
     partitions_tasks: int = Field(default=12, ge=1)

@@ -104,10 +104,10 @@ async def test_a_judge_stopped_with_sigterm_hands_its_open_requests_over(
 
 async def test_a_short_chaos_run_loses_and_doubles_nothing(client: FusionClient, services: Services) -> None:
     """`make chaos` in small: requests while each service is killed once and the broker restarts."""
-    report = await run_chaos(client, services, requests=24, rate=4, kills_per_service=1, seed=3)
+    report = await run_chaos(client, services, requests=16, rate=4, kills_per_service=1, seed=3)
 
     print(f"\n{report.line()}")
-    assert report.sent == 24
+    assert report.sent == 16
     assert report.kills == 3
     assert report.broker_restarts == 1
     assert report.lost == 0

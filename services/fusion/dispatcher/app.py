@@ -104,6 +104,8 @@ def register(broker: KafkaBroker, catalog: Catalog, metrics: FusionMetrics | Non
         group_id="fusion-dispatcher",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",  # requests that arrive before the first commit are not skipped
+        session_timeout_ms=6_000,  # a dead dispatcher's partitions move after 6 s, not 10
+        heartbeat_interval_ms=1_500,
         max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
     )
     async def on_request(message: KafkaMessage) -> None:

@@ -81,11 +81,14 @@ class JudgeService:
         metrics: FusionMetrics | None = None,
         sink: ResultSink | None = None,
         ledger: Ledger | None = None,
+        max_open: int = 10_000,
     ) -> None:
         self._judge = Judge(models)
         self._sink = sink or OutboxSink(outbox)
         self.ledger = ledger or Ledger()
         self.results: TransactionalResults | None = None
+        self._max_open = max_open
+        self._freed = asyncio.Event()
         self._metrics = metrics or FusionMetrics()
         self._metrics.in_flight.set_function(lambda: len(self._gatherings) + len(self._fusing))
         self._outbox = outbox
@@ -98,6 +101,13 @@ class JudgeService:
     @property
     def open_requests(self) -> int:
         return len(self._gatherings)
+
+    async def room(self) -> None:
+        """Waits while the judge holds `max_open` requests (open or being fused): consumption pauses,
+        lag grows on `fusion.answers`, memory does not. Deadlines keep releasing requests meanwhile."""
+        while len(self._gatherings) + len(self._fusing) >= self._max_open:
+            self._freed.clear()
+            await self._freed.wait()
 
     async def on_message(self, message: PanelPlan | PanelAnswer, partition: int = 0, offset: int = 0) -> None:
         gathering = self._gatherings.add(message, utc_now())
@@ -114,6 +124,7 @@ class JudgeService:
             if timer := self._timers.pop(request_id, None):
                 timer.cancel()
             self._gatherings.drop(request_id)
+        self._freed.set()
 
     def adopt(self, released: set[str]) -> None:
         self._gatherings.mark_released(released)
@@ -146,7 +157,11 @@ class JudgeService:
             return
         task = asyncio.create_task(self._fuse(gathering, reason))
         self._fusing.add(task)
-        task.add_done_callback(self._fusing.discard)
+        task.add_done_callback(self._fused)
+
+    def _fused(self, task: "asyncio.Task[None]") -> None:
+        self._fusing.discard(task)
+        self._freed.set()
 
     async def _fuse(self, gathering: Gathering, reason: ReleaseReason) -> None:
         plan = gathering.plan
@@ -209,6 +224,7 @@ class JudgeService:
         for request_id in self._gatherings.drop_stale(utc_now() - self._stale_after):
             self.ledger.close(request_id)
             log.warning("dropped answers whose plan never arrived", request_id=request_id)
+        self._freed.set()
 
     async def drain(self, timeout_s: float) -> None:
         if self._fusing:
@@ -258,6 +274,7 @@ def register(
         metrics=metrics or FusionMetrics(),
         sink=sink,
         ledger=ledger,
+        max_open=settings.judge_max_open,
     )
     service.results = sink
 
@@ -269,6 +286,8 @@ def register(
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        session_timeout_ms=6_000,  # a dead judge's partitions move after 6 s, not 10
+        heartbeat_interval_ms=1_500,
         max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
         listener=_Rebalance(service, owned, settings) if exactly_once else None,
     )
@@ -279,6 +298,7 @@ def register(
         if isinstance(decoded, Invalid):
             service.ledger.record(partition, offset, None)
             return
+        await service.room()
         with structlog.contextvars.bound_contextvars(request_id=decoded.request_id):
             await service.on_message(decoded, partition, offset)
 
