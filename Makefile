@@ -11,13 +11,14 @@ DEMO_QUESTION ?= Why is the sky blue? Answer in three sentences.
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: help install up down run test lint format schemas kafka-up kafka-down kafka-reset clean bench-gateway fuzz chaos
+.PHONY: help install up down run test lint format schemas kafka-up kafka-down kafka-reset clean bench bench-gateway fuzz chaos
 
 help:
 	@echo "make run     install, start Kafka + local models + services, fuse a demo question"
 	@echo "make up      start the local stack in the background;  make down  stop it"
 	@echo "make test    install and run every test (starts its own broker and model server)"
 	@echo "make lint    ruff and mypy --strict"
+	@echo "make bench   overhead, in-process ratio, throughput, quorum tail, memory: table, plot, JSON"
 	@echo "make bench-gateway   the gateway's added latency (stand-in models), table + plot"
 	@echo "make fuzz    bad messages on every consumed topic: all dead-lettered, counts printed"
 	@echo "make chaos   500 requests while every service is killed twice and the broker restarts"
@@ -73,6 +74,9 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python -m bench.suite
 
 chaos: install
 	$(BIN)/python -m bench.chaos

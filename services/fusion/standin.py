@@ -6,6 +6,7 @@ end-to-end tests: it says nothing worth reading.
 
     sleep-<ms>     answers after <ms> milliseconds
     jitter-<a>-<b> answers after a uniformly random time between <a> and <b> milliseconds
+    straggle-<ms>-<factor>-<pct>  answers after <ms>, but <factor> times slower <pct>% of the time
     stall          accepts the request and never answers
     fail-<status>  answers with that HTTP status and an OpenAI-style error body
     garbage        answers 200 with a body that is not JSON
@@ -124,6 +125,9 @@ class StandInModels:
     def _delay_ms(self, model: str) -> float:
         if model.startswith("sleep-"):
             return float(model.removeprefix("sleep-"))
+        if model.startswith("straggle-"):
+            base, factor, percent = (float(part) for part in model.removeprefix("straggle-").split("-", 2))
+            return base * factor if random.random() < percent / 100 else base
         if model.startswith("jitter-"):
             low, high = (float(part) for part in model.removeprefix("jitter-").split("-", 1))
             return random.uniform(low, high)

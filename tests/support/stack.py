@@ -166,6 +166,42 @@ panel = [
 ]
 judge = {{ model = "realistic-judge" }}
 
+[models.m20]
+provider = "standin"
+id = "sleep-20"
+
+[models.m1s]
+provider = "standin"
+id = "sleep-1000"
+
+[models.m200]
+provider = "standin"
+id = "sleep-200"
+
+[models.straggler]
+provider = "standin"
+id = "straggle-200-10-5"
+
+[models.m30s]
+provider = "standin"
+id = "sleep-30000"
+
+[presets.bench-fast]
+panel = [{{ model = "m20" }}, {{ model = "m20", seed = 1 }}, {{ model = "m20", seed = 2 }}]
+judge = {{ model = "m20" }}
+
+[presets.bench-1s]
+panel = [{{ model = "m1s" }}, {{ model = "m1s", seed = 1 }}, {{ model = "m1s", seed = 2 }}]
+judge = {{ model = "m1s" }}
+
+[presets.bench-straggler]
+panel = [{{ model = "m200" }}, {{ model = "m200", seed = 1 }}, {{ model = "straggler" }}]
+judge = {{ model = "m20" }}
+
+[presets.bench-hold]
+panel = [{{ model = "m30s" }}, {{ model = "m30s", seed = 1 }}, {{ model = "m30s", seed = 2 }}]
+judge = {{ model = "m20" }}
+
 [presets.standin]
 panel = [{{ model = "fast" }}, {{ model = "fast", temperature = 0.9 }}, {{ model = "fast", seed = 3 }}]
 judge = {{ model = "fast" }}

@@ -29,7 +29,7 @@ from fusion.clock import seconds_until
 from fusion.judge.fusing import Judge, crashed_result
 from fusion.judge.gathering import Gathering, Gatherings
 from fusion.judge.ledger import Ledger
-from fusion.judge.output import GROUP, OwnedPartitions, TransactionalResults, released_requests
+from fusion.judge.output import GROUP, OwnedPartitions, ReleasedMarkers, TransactionalResults
 from fusion.judge.streaming import ChunkPublisher
 from fusion.kafka.broker import Outbox, build_broker
 from fusion.kafka.dead_letters import Inbox, Invalid
@@ -232,25 +232,20 @@ class JudgeService:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Partitions revoked: forget their open requests. Assigned: learn which are already released
-    (before any of their messages is read), so reading them again yields no second result."""
+    """Partitions revoked: forget their open requests (and their markers, loaded again if they come
+    back). Markers of assigned partitions are loaded before their first message is handled."""
 
-    def __init__(self, service: JudgeService, owned: OwnedPartitions, settings: Settings) -> None:
+    def __init__(self, service: JudgeService, markers: ReleasedMarkers) -> None:
         self._service = service
-        self._owned = owned
-        self._settings = settings
+        self._markers = markers
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         partitions = {tp.partition for tp in revoked if tp.topic == topics.ANSWERS}
-        self._owned.partitions -= partitions
+        self._markers.forget(partitions)
         self._service.drop_partitions(partitions)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        partitions = {tp.partition for tp in assigned if tp.topic == topics.ANSWERS}
-        released = await released_requests(self._settings, partitions)
-        self._service.adopt(released)
-        self._owned.partitions |= partitions
-        log.info("answers partitions assigned", partitions=sorted(partitions), already_released=len(released))
+        pass
 
 
 def register(
@@ -277,6 +272,7 @@ def register(
         max_open=settings.judge_max_open,
     )
     service.results = sink
+    markers = ReleasedMarkers(settings, service.adopt)
 
     # Offsets are never committed by the consumer: they go into each result's transaction, only past
     # the requests already released. The handler itself never waits on a model call.
@@ -289,11 +285,14 @@ def register(
         session_timeout_ms=6_000,  # a dead judge's partitions move after 6 s, not 10
         heartbeat_interval_ms=1_500,
         max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
-        listener=_Rebalance(service, owned, settings) if exactly_once else None,
+        listener=_Rebalance(service, markers) if exactly_once else None,
     )
     async def on_answer(message: KafkaMessage) -> None:
         record = message.raw_message
         partition, offset = record.partition, record.offset  # type: ignore[union-attr]
+        if exactly_once:
+            owned.consumer = message.consumer
+            await markers.ensure(partition)
         decoded = await inbox.decode(message, _ANSWERS)
         if isinstance(decoded, Invalid):
             service.ledger.record(partition, offset, None)

@@ -9,6 +9,7 @@ transaction.
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -137,15 +138,42 @@ class TransactionalResults:
 
 
 class OwnedPartitions:
-    """The answers partitions this judge owns now, and where each open request lives."""
+    """Whether this judge still owns a request's answers partition: asked of the consumer itself at
+    the moment of publishing, so no rebalance callback can be late for it."""
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
-        self.partitions: set[int] = set()
+        self.consumer: AIOKafkaConsumer | None = None
 
     def request(self, request_id: str) -> bool:
         partition = self._ledger.partition_of(request_id)
-        return partition is not None and partition in self.partitions
+        if partition is None or self.consumer is None:
+            return False
+        return TopicPartition(topics.ANSWERS, partition) in self.consumer.assignment()
+
+
+class ReleasedMarkers:
+    """Loads a partition's released markers before the judge reads its first message from it."""
+
+    def __init__(self, settings: Settings, adopt: "Callable[[set[str]], None]") -> None:
+        self._settings = settings
+        self._adopt = adopt
+        self._loaded: set[int] = set()
+        self._lock = asyncio.Lock()
+
+    async def ensure(self, partition: int) -> None:
+        if partition in self._loaded:
+            return
+        async with self._lock:
+            if partition in self._loaded:
+                return
+            released = await released_requests(self._settings, {partition})
+            self._adopt(released)
+            self._loaded.add(partition)
+            log.info("answers partition taken over", partition=partition, already_released=len(released))
+
+    def forget(self, partitions: set[int]) -> None:
+        self._loaded -= partitions
 
 
 async def released_requests(settings: Settings, partitions: set[int]) -> set[str]:

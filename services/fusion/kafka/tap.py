@@ -47,7 +47,7 @@ class TopicTap:
             bootstrap_servers=self._bootstrap,
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=10,  # read_committed: a commit marker does not wake a waiting fetch
             isolation_level="read_committed",  # the judge publishes results in transactions
             max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
         )

@@ -1,0 +1,319 @@
+"""`make bench`: what Fusion adds to the models' own time, how it scales, how quorum cuts the tail,
+and how much memory each service holds. Stand-in model server, real broker, services as processes.
+
+    python -m bench.suite [--quick] [--soak 300]
+
+Prints a table, writes bench/results/bench.json and bench/results/bench.png.
+"""
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fusion.catalog import load_catalog
+from fusion.client import FusionClient
+from fusion.judge.fusing import Judge
+from fusion.models import ModelRouter
+from fusion.settings import Settings
+from fusion_contracts import ChatMessage, FusedResult, FusionRequest, PanelAnswer, Policy, Usage
+from fusion_contracts.common import utc_now
+from rich.console import Console
+from rich.table import Table
+
+from bench.stack import Stack, running_stack
+
+RESULTS = Path(__file__).resolve().parent / "results"
+QUESTION = [ChatMessage(role="user", content="How fast is it?")]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def request(preset: str, **policy: Any) -> FusionRequest:
+    return FusionRequest(messages=QUESTION, preset=preset, policy=Policy(deadline_s=60, **policy))
+
+
+def overhead_ms(result: FusedResult, elapsed_ms: float) -> float:
+    """End to end minus the ideal critical path: the slowest member's model time plus the judge's."""
+    slowest = max((m.latency_ms or 0.0) for m in result.members)
+    judge = result.judge.latency_ms if result.judge else 0.0
+    return elapsed_ms - slowest - judge
+
+
+async def closed_loop(
+    client: FusionClient, make: Callable[[], FusionRequest], concurrency: int, duration_s: float
+) -> list[tuple[float, FusedResult]]:
+    """`concurrency` callers, each sending its next request when the last is answered."""
+    done: list[tuple[float, FusedResult]] = []
+    stop_at = time.monotonic() + duration_s
+
+    async def caller() -> None:
+        while time.monotonic() < stop_at:
+            started = time.perf_counter()
+            result = await client.fuse(make())
+            done.append(((time.perf_counter() - started) * 1000, result))
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return done
+
+
+async def measure_overhead(client: FusionClient, concurrency: int, duration_s: float) -> dict[str, float]:
+    runs = await closed_loop(client, lambda: request("bench-fast"), concurrency, duration_s)
+    overheads = [overhead_ms(result, elapsed) for elapsed, result in runs if result.status == "complete"]
+    return {"p50": percentile(overheads, 0.5), "p99": percentile(overheads, 0.99), "n": len(overheads)}
+
+
+async def inprocess_baseline(settings: Settings, runs: int) -> list[float]:
+    """The same panel and judge calls in one process: asyncio.gather over the members, then the judge."""
+    catalog = load_catalog(settings.catalog)
+    preset = catalog.preset("bench-1s")
+    models = ModelRouter(catalog)
+    judge = Judge(models)
+    timings = []
+    try:
+        for _ in range(runs):
+            started = time.perf_counter()
+            replies = await asyncio.gather(*(models.complete(spec, QUESTION) for spec in preset.panel))
+            plan = _plan_like(preset.panel, preset.judge)
+            answers = {
+                i: PanelAnswer(
+                    request_id=plan.request_id,
+                    member_index=i,
+                    model=spec.model,
+                    status="ok",
+                    text=reply.text,
+                    usage=reply.usage or Usage(),
+                    latency_ms=0.0,
+                    finished_at=utc_now(),
+                )
+                for i, (spec, reply) in enumerate(zip(preset.panel, replies, strict=True))
+            }
+            await judge.fuse(plan, answers, "all", utc_now())
+            timings.append((time.perf_counter() - started) * 1000)
+    finally:
+        await models.aclose()
+    return timings
+
+
+def _plan_like(members: Any, judge: Any) -> Any:
+    from datetime import timedelta
+
+    from fusion_contracts import PanelPlan
+
+    now = utc_now()
+    return PanelPlan(
+        request_id="baseline",
+        messages=QUESTION,
+        members=members,
+        judge=judge,
+        quorum=len(members),
+        grace_s=0,
+        panel_deadline_at=now + timedelta(seconds=60),
+        deadline_at=now + timedelta(seconds=90),
+        submitted_at=now,
+        dispatched_at=now,
+    )
+
+
+async def measure_inprocess_ratio(client: FusionClient, settings: Settings, runs: int) -> dict[str, float]:
+    kafka = [
+        elapsed for elapsed, _ in await closed_loop(client, lambda: request("bench-1s"), 4, runs * 3.2 / 4)
+    ]
+    baseline = await inprocess_baseline(settings, runs)
+    return {
+        "kafka_p50_ms": statistics.median(kafka),
+        "inprocess_p50_ms": statistics.median(baseline),
+        "ratio": statistics.median(kafka) / statistics.median(baseline),
+    }
+
+
+async def measure_throughput(client: FusionClient, concurrency: int, duration_s: float) -> float:
+    runs = await closed_loop(client, lambda: request("bench-fast"), concurrency, duration_s)
+    return sum(1 for _, result in runs if result.status == "complete") / duration_s
+
+
+async def measure_quorum(client: FusionClient, requests: int) -> dict[str, float]:
+    async def p99(make: Callable[[], FusionRequest]) -> float:
+        runs = await closed_loop(client, make, 20, requests / 20 * 0.3)
+        return percentile([elapsed for elapsed, _ in runs], 0.99)
+
+    wait_all = await p99(lambda: request("bench-straggler"))
+    quorum = await p99(lambda: request("bench-straggler", quorum=2, grace_s=0.1))
+    return {"p99_all_ms": wait_all, "p99_quorum_ms": quorum, "ratio": quorum / wait_all}
+
+
+def rss_mb(stack: Stack) -> dict[str, dict[str, float]]:
+    figures = {}
+    for name, process in stack.services.processes.items():
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        fields = {
+            line.split(":")[0]: line.split()[1] for line in status.splitlines() if line.startswith("Vm")
+        }
+        figures[name] = {"rss": int(fields["VmRSS"]) / 1024, "peak": int(fields["VmHWM"]) / 1024}
+    return figures
+
+
+async def measure_memory_in_flight(client: FusionClient, stack: Stack, in_flight: int) -> dict[str, float]:
+    futures = [await client.submit(request("bench-hold")) for _ in range(in_flight)]
+    await asyncio.sleep(8)  # every plan is in the judge, the workers hold their calls
+    peaks = {name: figures["peak"] for name, figures in rss_mb(stack).items()}
+    await asyncio.wait_for(asyncio.gather(*futures), timeout=120)
+    return peaks
+
+
+async def measure_soak(client: FusionClient, stack: Stack, seconds: float) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {}
+    load = asyncio.create_task(closed_loop(client, lambda: request("bench-fast"), 20, seconds))
+    for _ in range(int(seconds // 15)):
+        await asyncio.sleep(15)
+        for name, figures in rss_mb(stack).items():
+            samples.setdefault(name, []).append(figures["rss"])
+    await load
+    return samples
+
+
+async def second_set(stack: Stack) -> None:
+    ports = {"dispatcher": 18191, "panel-worker": 18192, "judge": 18193}
+    for name, port in ports.items():
+        await asyncio.to_thread(
+            stack.services.run, f"{name}-2", name, {"FUSION_HEALTH_PORT": str(port)}, port
+        )
+    await asyncio.sleep(8)  # the groups rebalance over both sets
+
+
+async def run(stack: Stack, quick: bool, soak_s: float) -> dict[str, Any]:
+    scale = 0.3 if quick else 1.0
+    out: dict[str, Any] = {}
+    async with FusionClient(stack.settings) as client:
+        for _ in range(20):
+            await client.fuse(request("bench-fast"))
+        steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            ("overhead_single_ms", lambda: measure_overhead(client, 1, 20 * scale)),
+            ("overhead_ms", lambda: measure_overhead(client, 100, 30 * scale)),
+            ("inprocess", lambda: measure_inprocess_ratio(client, stack.settings, max(int(20 * scale), 5))),
+            ("quorum", lambda: measure_quorum(client, max(int(400 * scale), 100))),
+            ("throughput_rps", lambda: measure_throughput(client, 200, 30 * scale)),
+            ("rss_mb", lambda: measure_memory_in_flight(client, stack, 1000)),
+        ]
+        for key, step in steps:
+            print(f"measuring {key} ...", flush=True)
+            out[key] = await step()
+        if soak_s > 0:
+            print(f"soak: {soak_s:.0f} s at steady load ...", flush=True)
+            out["soak_rss_mb"] = await measure_soak(client, stack, soak_s)
+        print("measuring throughput with two processes of each service ...", flush=True)
+        await second_set(stack)
+        out["throughput_rps_2x"] = await measure_throughput(client, 200, 30 * scale)
+    return out
+
+
+def summarise(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "overhead_ms": {"p50": raw["overhead_ms"]["p50"], "p99": raw["overhead_ms"]["p99"]},
+        "overhead_single_ms": {
+            "p50": raw["overhead_single_ms"]["p50"],
+            "p99": raw["overhead_single_ms"]["p99"],
+        },
+        "inprocess_ratio": raw["inprocess"]["ratio"],
+        "throughput_rps": raw["throughput_rps"],
+        "throughput_rps_2x": raw["throughput_rps_2x"],
+        "quorum_p99_ratio": raw["quorum"]["ratio"],
+        "rss_mb": raw["rss_mb"],
+        "details": raw,
+    }
+
+
+Getter = Callable[[dict[str, Any]], float]
+
+TARGETS: list[tuple[str, Getter, float | None, str]] = [
+    ("overhead_ms.p50", lambda s: s["overhead_ms"]["p50"], 15, "≤"),
+    ("overhead_ms.p99", lambda s: s["overhead_ms"]["p99"], 60, "≤"),
+    ("overhead_single_ms.p50", lambda s: s["overhead_single_ms"]["p50"], 10, "≤"),
+    ("inprocess_ratio", lambda s: s["inprocess_ratio"], 1.03, "≤"),
+    ("throughput_rps", lambda s: s["throughput_rps"], 200, "≥"),
+    ("throughput_rps_2x", lambda s: s["throughput_rps_2x"], None, ""),
+    ("quorum_p99_ratio", lambda s: s["quorum_p99_ratio"], 0.5, "≤"),
+]
+
+
+def report(summary: dict[str, Any]) -> None:
+    table = Table(title="Fusion benchmark (stand-in models, 2 cores)")
+    for column in ("figure", "measured", "target", "met"):
+        table.add_column(column)
+    for name, get, target, sense in TARGETS:
+        value = get(summary)
+        met = (
+            ""
+            if target is None
+            else ("yes" if (value <= target if sense == "≤" else value >= target) else "NO")
+        )
+        table.add_row(
+            name, f"{value:.3f}" if value < 10 else f"{value:.1f}", f"{sense} {target}" if target else "", met
+        )
+    for name, peak in summary["rss_mb"].items():
+        table.add_row(f"rss_mb.{name} (1000 in flight)", f"{peak:.0f}", "", "")
+    Console().print(table)
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    names = ["overhead p50", "overhead p99", "single p50"]
+    values = [
+        summary["overhead_ms"]["p50"],
+        summary["overhead_ms"]["p99"],
+        summary["overhead_single_ms"]["p50"],
+    ]
+    targets = [15, 60, 10]
+    axes[0].bar(names, values, color="tab:blue", label="measured")
+    axes[0].scatter(names, targets, color="tab:red", marker="_", s=600, label="target")
+    axes[0].set_ylabel("ms over the models' own time")
+    axes[0].legend()
+    soak = summary["details"].get("soak_rss_mb", {})
+    for name, samples in soak.items():
+        axes[1].plot([15 * (i + 1) for i in range(len(samples))], samples, label=name)
+    axes[1].set_xlabel("seconds at steady load")
+    axes[1].set_ylabel("RSS (MB)")
+    axes[1].set_title("memory over the soak")
+    if soak:
+        axes[1].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument(
+        "--soak", type=float, default=300.0, help="seconds of steady load for the memory check"
+    )
+    args = parser.parse_args()
+    logs = Path(".cache/bench-logs")
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    with running_stack(logs, gateways=0) as stack:
+        raw = asyncio.run(run(stack, args.quick, args.soak))
+    summary = summarise(raw)
+    report(summary)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    plot(summary, RESULTS / "bench.png")
+    print(f"wrote {RESULTS / 'bench.json'} and {RESULTS / 'bench.png'}")
+
+
+if __name__ == "__main__":
+    main()
