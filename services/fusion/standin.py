@@ -88,7 +88,12 @@ class StandInModels:
             authorization = dict(scope["headers"]).get(b"authorization", b"").decode()
             await self._json(send, 401, {"error": {"message": f"invalid credentials: {authorization}"}})
             return
-        await self._complete(json.loads(body), send)
+        try:
+            request = json.loads(body)
+        except ValueError:
+            await self._json(send, 400, {"error": {"message": "the body is not JSON"}})
+            return
+        await self._complete(request, send)
 
     async def _complete(self, request: dict[str, Any], send: Send) -> None:
         model = str(request.get("model", ""))
