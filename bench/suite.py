@@ -279,7 +279,8 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     targets = [15, 60, 10]
     axes[0].bar(names, values, color="tab:blue", label="measured")
     axes[0].scatter(names, targets, color="tab:red", marker="_", s=600, label="target")
-    axes[0].set_ylabel("ms over the models' own time")
+    axes[0].set_ylabel("ms over the models' own time (log)")
+    axes[0].set_yscale("log")
     axes[0].legend()
     soak = summary["details"].get("soak_rss_mb", {})
     for name, samples in soak.items():
