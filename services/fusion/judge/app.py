@@ -245,7 +245,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._service.drop_partitions(partitions)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        pass
+        # Loaded here in one go, so the first messages do not each pay for a reader of their own.
+        await self._markers.ensure({tp.partition for tp in assigned if tp.topic == topics.ANSWERS})
 
 
 def register(
@@ -292,7 +293,7 @@ def register(
         partition, offset = record.partition, record.offset  # type: ignore[union-attr]
         if exactly_once:
             owned.consumer = message.consumer
-            await markers.ensure(partition)
+            await markers.ensure({partition})
         decoded = await inbox.decode(message, _ANSWERS)
         if isinstance(decoded, Invalid):
             service.ledger.record(partition, offset, None)

@@ -161,16 +161,20 @@ class ReleasedMarkers:
         self._loaded: set[int] = set()
         self._lock = asyncio.Lock()
 
-    async def ensure(self, partition: int) -> None:
-        if partition in self._loaded:
+    async def ensure(self, partitions: set[int]) -> None:
+        """Loads the markers of those of `partitions` not loaded yet, all with one reader."""
+        if partitions <= self._loaded:
             return
         async with self._lock:
-            if partition in self._loaded:
+            missing = partitions - self._loaded
+            if not missing:
                 return
-            released = await released_requests(self._settings, {partition})
+            released = await released_requests(self._settings, missing)
             self._adopt(released)
-            self._loaded.add(partition)
-            log.info("answers partition taken over", partition=partition, already_released=len(released))
+            self._loaded |= missing
+            log.info(
+                "answers partitions taken over", partitions=sorted(missing), already_released=len(released)
+            )
 
     def forget(self, partitions: set[int]) -> None:
         self._loaded -= partitions
