@@ -77,23 +77,21 @@ def member_outcomes(plan: PanelPlan, answers: dict[int, PanelAnswer]) -> list[Me
     return outcomes
 
 
+def _calls(members: list[MemberOutcome], judge: JudgeOutcome | None) -> list[MemberOutcome | JudgeOutcome]:
+    return [*members, judge] if judge is not None else list(members)
+
+
 def usage_summary(members: list[MemberOutcome], judge: JudgeOutcome | None) -> UsageSummary:
     by_model: dict[str, Usage] = {}
-    calls = [(member.model, member.usage) for member in members]
-    if judge is not None:
-        calls.append((judge.model, judge.usage))
-    for model, usage in calls:
-        by_model[model] = by_model.get(model, Usage()) + usage
+    for call in _calls(members, judge):
+        by_model[call.model] = by_model.get(call.model, Usage()) + call.usage
     return UsageSummary(by_model=by_model, total=sum(by_model.values(), Usage()))
 
 
 def cost_summary(members: list[MemberOutcome], judge: JudgeOutcome | None) -> CostSummary:
     by_model: dict[str, Decimal] = {}
-    calls = [(member.model, member.cost_usd) for member in members]
-    if judge is not None:
-        calls.append((judge.model, judge.cost_usd))
-    for model, cost in calls:
-        by_model[model] = by_model.get(model, Decimal(0)) + cost
+    for call in _calls(members, judge):
+        by_model[call.model] = by_model.get(call.model, Decimal(0)) + call.cost_usd
     members_usd = sum((member.cost_usd for member in members), Decimal(0))
     judge_usd = judge.cost_usd if judge is not None else Decimal(0)
     return CostSummary(
