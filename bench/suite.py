@@ -65,8 +65,10 @@ async def closed_loop(
     return done
 
 
-async def measure_overhead(client: FusionClient, concurrency: int, duration_s: float) -> dict[str, float]:
-    runs = await closed_loop(client, lambda: request("bench-fast"), concurrency, duration_s)
+async def measure_overhead(
+    client: FusionClient, concurrency: int, duration_s: float, preset: str
+) -> dict[str, float]:
+    runs = await closed_loop(client, lambda: request(preset), concurrency, duration_s)
     overheads = [overhead_ms(result, elapsed) for elapsed, result in runs if result.status == "complete"]
     return {"p50": percentile(overheads, 0.5), "p99": percentile(overheads, 0.99), "n": len(overheads)}
 
@@ -172,10 +174,12 @@ async def measure_memory_in_flight(client: FusionClient, stack: Stack, in_flight
 async def measure_soak(client: FusionClient, stack: Stack, seconds: float) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {}
     load = asyncio.create_task(closed_loop(client, lambda: request("bench-fast"), 20, seconds))
-    for _ in range(int(seconds // 15)):
+    for i in range(int(seconds // 15)):
         await asyncio.sleep(15)
         for name, figures in rss_mb(stack).items():
             samples.setdefault(name, []).append(figures["rss"])
+        now = ", ".join(f"{name} {values[-1]:.0f} MB" for name, values in samples.items())
+        print(f"  soak {15 * (i + 1):4d}/{seconds:.0f} s: {now}", flush=True)
     await load
     return samples
 
@@ -193,11 +197,11 @@ async def run(stack: Stack, quick: bool, soak_s: float) -> dict[str, Any]:
     scale = 0.3 if quick else 1.0
     out: dict[str, Any] = {}
     async with FusionClient(stack.settings) as client:
-        for _ in range(20):
-            await client.fuse(request("bench-fast"))
+        print(f"warming up: {20 * scale:.0f} s at 50 in flight (the broker's JIT compiles) ...", flush=True)
+        await closed_loop(client, lambda: request("bench-fast"), 50, 20 * scale)
         steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-            ("overhead_single_ms", lambda: measure_overhead(client, 1, 20 * scale)),
-            ("overhead_ms", lambda: measure_overhead(client, 100, 30 * scale)),
+            ("overhead_single_ms", lambda: measure_overhead(client, 1, 20 * scale, "bench-fast")),
+            ("overhead_ms", lambda: measure_overhead(client, 100, 30 * scale, "bench-realistic")),
             ("inprocess", lambda: measure_inprocess_ratio(client, stack.settings, max(int(20 * scale), 5))),
             ("quorum", lambda: measure_quorum(client, max(int(400 * scale), 100))),
             ("throughput_rps", lambda: measure_throughput(client, 200, 30 * scale)),

@@ -27,8 +27,10 @@ class Settings(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: int | None = Field(default=None, description="0 disables; unset picks the service default.")
 
-    worker_concurrency: int = Field(default=64, ge=1, description="Model calls at once per panel worker.")
-    judge_concurrency: int = Field(default=16, ge=1, description="Fusions at once per judge.")
+    kafka_fetch_max_wait_ms: int = Field(default=500, ge=0, description="Longest a service's fetch waits.")
+    dispatcher_concurrency: int = Field(default=256, ge=1, description="Requests dispatched at once.")
+    worker_concurrency: int = Field(default=256, ge=1, description="Model calls at once per panel worker.")
+    judge_concurrency: int = Field(default=128, ge=1, description="Fusions at once per judge.")
     judge_stale_s: float = Field(default=900.0, gt=0, description="Forget answers of a plan never seen.")
     judge_max_open: int = Field(
         default=10_000, ge=1, description="Open requests held in memory; past it the judge stops consuming."

@@ -1,12 +1,14 @@
 """The dispatcher on FastStream's in-memory Kafka: requests in; plan, tasks, rejections, dead letters out."""
 
 import base64
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from fusion.catalog import load_catalog
-from fusion.dispatcher.app import register
+from fusion.dispatcher.app import Dispatcher, register
 from fusion.kafka.codec import encode
 from fusion_contracts import ChatMessage, FusionRequest, PanelPlan, ReplyTo, topics
 
@@ -21,11 +23,19 @@ from tests.component.support import (
 CUSTOM = "custom.replies"
 
 
-def dispatcher_broker() -> tuple[KafkaBroker, Capture]:
+def dispatcher_broker() -> tuple[KafkaBroker, Capture, Dispatcher]:
     broker = KafkaBroker()
-    register(broker, load_catalog())
+    dispatcher = register(broker, load_catalog())
     capture = Capture(broker, topics.ANSWERS, topics.TASKS, topics.RESULTS, topics.DLQ, CUSTOM)
-    return broker, capture
+    return broker, capture, dispatcher
+
+
+@contextlib.asynccontextmanager
+async def dispatching(broker: KafkaBroker, dispatcher: Dispatcher) -> AsyncIterator[KafkaBroker]:
+    """The in-memory broker, open until every dispatch started meanwhile has published."""
+    async with TestKafkaBroker(broker) as test_broker:
+        yield test_broker
+        assert await dispatcher.pool.drain(timeout_s=5) == 0
 
 
 def a_request(request_id: str, **fields: object) -> FusionRequest:
@@ -39,9 +49,9 @@ def a_request(request_id: str, **fields: object) -> FusionRequest:
 
 
 async def test_request_is_dispatched_as_one_plan_and_a_task_per_member() -> None:
-    broker, capture = dispatcher_broker()
+    broker, capture, dispatcher = dispatcher_broker()
     request = a_request("req-1", preset="local")
-    async with TestKafkaBroker(broker) as test_broker:
+    async with dispatching(broker, dispatcher) as test_broker:
         await test_broker.publish(encode(request), topic=topics.REQUESTS, key=b"req-1")
 
     plans = capture.decoded(topics.ANSWERS, ANSWERS_ADAPTER)
@@ -68,9 +78,9 @@ async def test_request_is_dispatched_as_one_plan_and_a_task_per_member() -> None
 
 
 async def test_explicit_panel_dispatches_its_members() -> None:
-    broker, capture = dispatcher_broker()
+    broker, capture, dispatcher = dispatcher_broker()
     request = a_request("req-panel", panel=[{"model": "gemma3-270m", "seed": 1}], policy={"deadline_s": 30})
-    async with TestKafkaBroker(broker) as test_broker:
+    async with dispatching(broker, dispatcher) as test_broker:
         await test_broker.publish(encode(request), topic=topics.REQUESTS)
     tasks = capture.decoded(topics.TASKS, TASK_ADAPTER)
     assert len(tasks) == 1
@@ -80,8 +90,8 @@ async def test_explicit_panel_dispatches_its_members() -> None:
 
 
 async def test_unknown_preset_gets_a_rejected_result() -> None:
-    broker, capture = dispatcher_broker()
-    async with TestKafkaBroker(broker) as test_broker:
+    broker, capture, dispatcher = dispatcher_broker()
+    async with dispatching(broker, dispatcher) as test_broker:
         await test_broker.publish(encode(a_request("req-bad", preset="nope")), topic=topics.REQUESTS)
 
     results = capture.decoded(topics.RESULTS, RESULT_ADAPTER)
@@ -96,9 +106,9 @@ async def test_unknown_preset_gets_a_rejected_result() -> None:
 
 
 async def test_rejection_goes_to_the_reply_topic() -> None:
-    broker, capture = dispatcher_broker()
+    broker, capture, dispatcher = dispatcher_broker()
     request = a_request("req-reply", preset="nope", reply_to=ReplyTo(topic=CUSTOM))
-    async with TestKafkaBroker(broker) as test_broker:
+    async with dispatching(broker, dispatcher) as test_broker:
         await test_broker.publish(encode(request), topic=topics.REQUESTS)
     results = capture.decoded(CUSTOM, RESULT_ADAPTER)
     assert [result.status for result in results] == ["rejected"]
@@ -106,10 +116,10 @@ async def test_rejection_goes_to_the_reply_topic() -> None:
 
 
 async def test_non_json_and_schema_invalid_payloads_are_dead_lettered_and_dispatch_goes_on() -> None:
-    broker, capture = dispatcher_broker()
+    broker, capture, dispatcher = dispatcher_broker()
     garbage = b"\x00this is not json"
     invalid = json.dumps({"request_id": "req-invalid", "messages": []}).encode()
-    async with TestKafkaBroker(broker) as test_broker:
+    async with dispatching(broker, dispatcher) as test_broker:
         await test_broker.publish(garbage, topic=topics.REQUESTS, key=b"k1")
         await test_broker.publish(invalid, topic=topics.REQUESTS, key=b"k2")
         await test_broker.publish(encode(a_request("req-after")), topic=topics.REQUESTS)
@@ -144,9 +154,9 @@ async def test_non_json_and_schema_invalid_payloads_are_dead_lettered_and_dispat
 async def test_invalid_payload_with_an_unusable_request_id_is_only_dead_lettered() -> None:
     # "has space" is printable but not a valid RequestId: the dispatcher must not crash trying to
     # build a rejected result for it (FusedResult validates request_id against the pattern).
-    broker, capture = dispatcher_broker()
+    broker, capture, dispatcher = dispatcher_broker()
     invalid = json.dumps({"request_id": "has space", "messages": []}).encode()
-    async with TestKafkaBroker(broker) as test_broker:
+    async with dispatching(broker, dispatcher) as test_broker:
         await test_broker.publish(invalid, topic=topics.REQUESTS)
         await test_broker.publish(encode(a_request("req-after")), topic=topics.REQUESTS)
 
@@ -160,7 +170,7 @@ async def test_invalid_payload_with_an_unusable_request_id_is_only_dead_lettered
 async def test_every_schema_valid_request_gets_an_outcome() -> None:
     # submitted_at without a UTC offset passes the contract; the dispatcher must then plan it, reject
     # it or dead-letter it, not drop it with an exception.
-    broker, capture = dispatcher_broker()
+    broker, capture, dispatcher = dispatcher_broker()
     payload = json.dumps(
         {
             "request_id": "req-naive",
@@ -168,7 +178,7 @@ async def test_every_schema_valid_request_gets_an_outcome() -> None:
             "submitted_at": datetime.now(UTC).replace(tzinfo=None).isoformat(),
         }
     ).encode()
-    async with TestKafkaBroker(broker) as test_broker:
+    async with dispatching(broker, dispatcher) as test_broker:
         await test_broker.publish(payload, topic=topics.REQUESTS)
     outcomes = (
         len(capture.records[topics.ANSWERS])

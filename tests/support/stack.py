@@ -186,6 +186,26 @@ id = "straggle-200-10-5"
 provider = "standin"
 id = "sleep-30000"
 
+[models.real-a]
+provider = "standin"
+id = "jitter-300-900"
+
+[models.real-b]
+provider = "standin"
+id = "jitter-400-1200"
+
+[models.real-c]
+provider = "standin"
+id = "jitter-200-1500"
+
+[models.real-judge]
+provider = "standin"
+id = "jitter-100-400"
+
+[presets.bench-realistic]
+panel = [{{ model = "real-a" }}, {{ model = "real-b" }}, {{ model = "real-c" }}]
+judge = {{ model = "real-judge" }}
+
 [presets.bench-fast]
 panel = [{{ model = "m20" }}, {{ model = "m20", seed = 1 }}, {{ model = "m20", seed = 2 }}]
 judge = {{ model = "m20" }}

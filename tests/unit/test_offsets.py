@@ -1,6 +1,6 @@
 """The panel worker commits an offset only once every earlier task of its partition is answered."""
 
-from fusion.panel_worker.offsets import OffsetTracker
+from fusion.kafka.offsets import OffsetTracker
 
 
 def test_out_of_order_completions_commit_only_the_contiguous_prefix() -> None:

@@ -2,8 +2,10 @@
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import structlog
+from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -12,8 +14,10 @@ from fusion_contracts.common import RequestId, utc_now
 from pydantic import TypeAdapter, ValidationError
 
 from fusion.catalog import Catalog
+from fusion.concurrency import BoundedPool
 from fusion.dispatcher.planning import Rejection, plan_request, rejected_result
-from fusion.kafka.broker import Outbox, build_broker
+from fusion.kafka.broker import Outbox, build_broker, whole_message
+from fusion.kafka.commits import OffsetCommitter
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.observability.metrics import FusionMetrics
 from fusion.runtime import service_app
@@ -22,6 +26,9 @@ from fusion.settings import Settings
 log = structlog.get_logger(__name__)
 
 _REQUEST: TypeAdapter[FusionRequest] = TypeAdapter(FusionRequest)
+
+PUBLISH_ATTEMPTS = 30
+PUBLISH_RETRY_S = 2.0
 
 
 _ID: TypeAdapter[str] = TypeAdapter(RequestId)
@@ -48,10 +55,34 @@ def _recoverable(raw: bytes | None) -> tuple[str, ReplyTo | None] | None:
 
 
 class Dispatcher:
-    def __init__(self, catalog: Catalog, outbox: Outbox, metrics: FusionMetrics) -> None:
+    def __init__(
+        self, catalog: Catalog, outbox: Outbox, metrics: FusionMetrics, concurrency: int = 256
+    ) -> None:
         self._catalog = catalog
         self._outbox = outbox
         self._metrics = metrics
+        self.pool = BoundedPool(concurrency)
+        self.committer = OffsetCommitter()
+
+    async def accept(self, request: FusionRequest, done: Callable[[], None] | None = None) -> None:
+        """Returns once the dispatch has started; `done` runs once it is published."""
+        await self.pool.submit(self._dispatch(request, done))
+
+    async def _dispatch(self, request: FusionRequest, done: Callable[[], None] | None) -> None:
+        """Retries while the broker is away (a restart, say); a request that outlives its deadline
+        meanwhile is rejected as expired on the next attempt."""
+        with structlog.contextvars.bound_contextvars(request_id=request.request_id):
+            for attempt in range(PUBLISH_ATTEMPTS):
+                try:
+                    await self.handle(request)
+                    break
+                except KafkaError as error:
+                    log.warning("request not dispatched; retrying", error=repr(error), attempt=attempt)
+                    await asyncio.sleep(PUBLISH_RETRY_S)
+            else:
+                log.error("request dropped after retries")
+        if done is not None:
+            done()
 
     async def handle(self, request: FusionRequest) -> None:
         now = utc_now()
@@ -63,14 +94,15 @@ class Dispatcher:
             await self._reply(result, request.reply_to)
             self._metrics.requests.labels(status="rejected").inc()
             return
-        # The plan goes first, and is acknowledged, before any task exists: so on the request's
-        # answers partition the judge always reads the plan ahead of the answers.
-        await self._outbox.send(topics.ANSWERS, outcome.plan, key)
+        # Plan and tasks go out together (one round trip, not two). The plan nearly always reaches
+        # the answers partition ahead of the answers, which need a model call first; when a retry
+        # puts it behind one, the judge holds the answer until its plan comes.
         await asyncio.gather(
+            self._outbox.send(topics.ANSWERS, outcome.plan, key),
             *(
                 self._outbox.send(topics.TASKS, task, topics.task_key(task.request_id, task.member_index))
                 for task in outcome.tasks
-            )
+            ),
         )
         self._metrics.requests.labels(status="dispatched").inc()
         log.info("request dispatched", members=len(outcome.tasks))
@@ -93,28 +125,40 @@ class Dispatcher:
         )
 
 
-def register(broker: KafkaBroker, catalog: Catalog, metrics: FusionMetrics | None = None) -> Dispatcher:
+def register(
+    broker: KafkaBroker,
+    catalog: Catalog,
+    metrics: FusionMetrics | None = None,
+    settings: Settings | None = None,
+) -> Dispatcher:
+    settings = settings or Settings()
     inbox = Inbox(broker, "dispatcher")
-    dispatcher = Dispatcher(catalog, Outbox(broker), metrics or FusionMetrics())
+    dispatcher = Dispatcher(
+        catalog, Outbox(broker), metrics or FusionMetrics(), settings.dispatcher_concurrency
+    )
 
-    # The offset is committed only after the plan and tasks are published; a failure to publish (the
-    # broker restarting, say) seeks back, so the request is dispatched again rather than lost.
+    # Requests are dispatched side by side in the background. An offset is committed only once every
+    # request before it on its partition is dispatched (plan and tasks acknowledged), so a dispatcher
+    # that dies mid-way has those requests delivered again rather than lost.
     @broker.subscriber(
         topics.REQUESTS,
+        decoder=whole_message,
         group_id="fusion-dispatcher",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",  # requests that arrive before the first commit are not skipped
         session_timeout_ms=6_000,  # a dead dispatcher's partitions move after 6 s, not 10
         heartbeat_interval_ms=1_500,
         max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     async def on_request(message: KafkaMessage) -> None:
+        done = dispatcher.committer.started(message)
         request = await inbox.decode(message, _REQUEST)
         if isinstance(request, Invalid):
             await dispatcher.reject_invalid(message.raw_message.value, request.error)  # type: ignore[union-attr]
+            done()
             return
-        with structlog.contextvars.bound_contextvars(request_id=request.request_id):
-            await dispatcher.handle(request)
+        await dispatcher.accept(request, done)
 
     return dispatcher
 
@@ -122,5 +166,12 @@ def register(broker: KafkaBroker, catalog: Catalog, metrics: FusionMetrics | Non
 def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
     metrics = FusionMetrics()
     broker = build_broker(settings, "fusion-dispatcher", metrics)
-    register(broker, catalog, metrics)
-    return service_app(broker, metrics)
+    dispatcher = register(broker, catalog, metrics, settings)
+
+    async def drain() -> None:
+        left = await dispatcher.pool.drain(timeout_s=25.0)
+        if left:
+            log.warning("dispatches cancelled at shutdown", count=left)
+        await dispatcher.committer.flush()
+
+    return service_app(broker, metrics, on_shutdown=[drain])

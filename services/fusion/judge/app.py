@@ -31,7 +31,7 @@ from fusion.judge.gathering import Gathering, Gatherings
 from fusion.judge.ledger import Ledger
 from fusion.judge.output import GROUP, OwnedPartitions, ReleasedMarkers, TransactionalResults
 from fusion.judge.streaming import ChunkPublisher
-from fusion.kafka.broker import Outbox, build_broker
+from fusion.kafka.broker import Outbox, build_broker, whole_message
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.models import CompletesChat, ModelRouter
 from fusion.observability.metrics import FusionMetrics
@@ -279,6 +279,7 @@ def register(
     # the requests already released. The handler itself never waits on a model call.
     @broker.subscriber(
         topics.ANSWERS,
+        decoder=whole_message,
         group_id=GROUP,
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",
@@ -286,6 +287,7 @@ def register(
         session_timeout_ms=6_000,  # a dead judge's partitions move after 6 s, not 10
         heartbeat_interval_ms=1_500,
         max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         listener=_Rebalance(service, markers) if exactly_once else None,
     )
     async def on_answer(message: KafkaMessage) -> None:

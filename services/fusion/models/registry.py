@@ -14,6 +14,7 @@ from fusion.models.base import ChatModel, ModelCall, ModelReply, OnDelta
 from fusion.models.errors import ModelConfigError
 from fusion.models.openai_compat import OpenAICompatModel
 from fusion.models.resilience import ProviderLimits, RetryPolicy, with_retries
+from fusion.models.transport import AiohttpTransport
 from fusion.observability.tracing import model_call_span
 
 AdapterFactory = Callable[[str, Provider, httpx.AsyncBaseTransport | None], ChatModel]
@@ -29,7 +30,7 @@ def _http_client(
         limits=httpx.Limits(
             max_connections=provider.max_concurrency, max_keepalive_connections=provider.max_concurrency
         ),
-        transport=transport,
+        transport=transport or AiohttpTransport(provider.max_concurrency),
     )
 
 

@@ -1,10 +1,9 @@
 """The panel worker service: `fusion.tasks` in, `fusion.answers` out, many model calls at once."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -15,12 +14,12 @@ from pydantic import TypeAdapter
 
 from fusion.catalog import Catalog
 from fusion.concurrency import BoundedPool
-from fusion.kafka.broker import Outbox, build_broker
+from fusion.kafka.broker import Outbox, build_broker, whole_message
+from fusion.kafka.commits import OffsetCommitter
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.models import CompletesChat, ModelRouter
 from fusion.observability.metrics import FusionMetrics
 from fusion.panel_worker.calls import answer_task
-from fusion.panel_worker.offsets import OffsetTracker
 from fusion.runtime import service_app
 from fusion.settings import Settings
 
@@ -42,15 +41,16 @@ class PanelWorker:
         self._worker = worker
         self._metrics = metrics
         self.pool = BoundedPool(concurrency)
+        self.committer = OffsetCommitter()
         metrics.in_flight.set_function(lambda: self.pool.in_flight)
 
-    async def accept(self, task: PanelTask, done: Callable[[], Awaitable[None]] | None = None) -> None:
+    async def accept(self, task: PanelTask, done: Callable[[], None] | None = None) -> None:
         """Returns once the call has started, so one partition's tasks run side by side; `done` runs
         once the answer is published (the offset may then be committed)."""
         with structlog.contextvars.bound_contextvars(request_id=task.request_id, member=task.member_index):
             await self.pool.submit(self._run(task, done))
 
-    async def _run(self, task: PanelTask, done: Callable[[], Awaitable[None]] | None = None) -> None:
+    async def _run(self, task: PanelTask, done: Callable[[], None] | None = None) -> None:
         try:
             answer = await answer_task(task, self._models, self._worker)
         except Exception as error:
@@ -68,7 +68,7 @@ class PanelWorker:
         )
         await self._publish(answer)
         if done is not None:
-            await done()
+            done()
 
     async def _publish(self, answer: PanelAnswer) -> None:
         """Retries while the broker is away (a restart, say): an answer is only dropped once it is
@@ -96,31 +96,6 @@ def _crashed(task: PanelTask, worker: str, error: Exception) -> PanelAnswer:
     )
 
 
-class Committer:
-    """Commits a partition's offset once every task before it has been answered (at least once)."""
-
-    def __init__(self) -> None:
-        self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
-
-    def started(self, message: KafkaMessage) -> Callable[[], Awaitable[None]]:
-        record = message.raw_message
-        partition = TopicPartition(record.topic, record.partition)  # type: ignore[union-attr]
-        offset: int = record.offset  # type: ignore[union-attr]
-        self._offsets.start(partition, offset)
-        consumer = message.consumer
-
-        async def finished() -> None:
-            committable = self._offsets.finish(partition, offset)
-            if committable is None or not isinstance(consumer, AIOKafkaConsumer):
-                return  # nothing new, or FastStream's in-memory test broker: nothing to commit
-            try:
-                await consumer.commit({partition: committable})
-            except KafkaError as error:  # revoked in a rebalance: its new owner starts from the last commit
-                log.info("offset not committed", partition=str(partition), error=str(error))
-
-        return finished
-
-
 def register(
     broker: KafkaBroker, models: CompletesChat, settings: Settings, metrics: FusionMetrics | None = None
 ) -> PanelWorker:
@@ -128,24 +103,25 @@ def register(
     worker = PanelWorker(
         models, Outbox(broker), settings.worker_concurrency, settings.instance_id, metrics or FusionMetrics()
     )
-    committer = Committer()
 
     # Offsets are committed by hand, each once every earlier task of its partition is answered: a
     # worker killed mid-call leaves its tasks to another worker (the judge keeps one answer per member).
     @broker.subscriber(
         topics.TASKS,
+        decoder=whole_message,
         group_id="fusion-panel-workers",
         ack_policy=AckPolicy.MANUAL,
         max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
         auto_offset_reset="earliest",  # a partition without a commit yet is read from its start
         session_timeout_ms=6_000,
         heartbeat_interval_ms=1_500,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     async def on_task(message: KafkaMessage) -> None:
-        done = committer.started(message)
+        done = worker.committer.started(message)
         task = await inbox.decode(message, _TASK)
         if isinstance(task, Invalid):
-            await done()
+            done()
             return
         await worker.accept(task, done)
 
@@ -162,6 +138,7 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
         left = await worker.pool.drain(timeout_s=25.0)
         if left:
             log.warning("calls cancelled at shutdown", count=left)
+        await worker.committer.flush()
         await models.aclose()
 
     return service_app(broker, metrics, on_shutdown=[drain])

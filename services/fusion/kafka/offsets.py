@@ -1,4 +1,4 @@
-"""Which offsets a panel worker may commit while calls finish out of order. Pure bookkeeping.
+"""Which offsets a consumer may commit while its work finishes out of order. Pure bookkeeping.
 
 Tasks of one partition run side by side and finish in any order; an offset is committed only when
 every task before it has finished, so a worker that dies mid-call leaves its unfinished tasks to be
