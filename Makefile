@@ -11,7 +11,7 @@ DEMO_QUESTION ?= Why is the sky blue? Answer in three sentences.
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: help install up down run test lint format schemas kafka-up kafka-down kafka-reset clean bench bench-gateway fuzz chaos
+.PHONY: help install up down run test lint format schemas kafka-up kafka-down kafka-reset clean bench bench-gateway bench-floor fuzz chaos
 
 help:
 	@echo "make run     install, start Kafka + local models + services, fuse a demo question"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make bench   overhead, in-process ratio, throughput, quorum tail, memory: table, plot, JSON"
 	@echo "make bench-gateway   the gateway's added latency (stand-in models), table + plot"
+	@echo "make bench-floor     what one bare Kafka hop and one transaction cost on this machine"
 	@echo "make fuzz    bad messages on every consumed topic: all dead-lettered, counts printed"
 	@echo "make chaos   500 requests while every service is killed twice and the broker restarts"
 
@@ -86,6 +87,9 @@ fuzz: install
 
 bench-gateway: install
 	$(BIN)/python -m bench.gateway_overhead
+
+bench-floor: install
+	$(BIN)/python -m bench.kafka_floor
 
 schemas: install
 	$(FUSION) schemas
