@@ -5,7 +5,6 @@ import json
 from collections.abc import Callable
 
 import structlog
-from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -16,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from fusion.catalog import Catalog
 from fusion.concurrency import BoundedPool
 from fusion.dispatcher.planning import Rejection, plan_request, rejected_result
-from fusion.kafka.broker import Outbox, build_broker, whole_message
+from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away, whole_message
 from fusion.kafka.commits import OffsetCommitter
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.observability.metrics import FusionMetrics
@@ -26,9 +25,6 @@ from fusion.settings import Settings
 log = structlog.get_logger(__name__)
 
 _REQUEST: TypeAdapter[FusionRequest] = TypeAdapter(FusionRequest)
-
-PUBLISH_ATTEMPTS = 30
-PUBLISH_RETRY_S = 2.0
 
 
 _ID: TypeAdapter[str] = TypeAdapter(RequestId)
@@ -72,15 +68,7 @@ class Dispatcher:
         """Retries while the broker is away (a restart, say); a request that outlives its deadline
         meanwhile is rejected as expired on the next attempt."""
         with structlog.contextvars.bound_contextvars(request_id=request.request_id):
-            for attempt in range(PUBLISH_ATTEMPTS):
-                try:
-                    await self.handle(request)
-                    break
-                except KafkaError as error:
-                    log.warning("request not dispatched; retrying", error=repr(error), attempt=attempt)
-                    await asyncio.sleep(PUBLISH_RETRY_S)
-            else:
-                log.error("request dropped after retries")
+            await publish_while_broker_away(lambda: self.handle(request), "request")
         if done is not None:
             done()
 

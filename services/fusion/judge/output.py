@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind
 
 from fusion.judge.ledger import Ledger
 from fusion.kafka.codec import encode
+from fusion.kafka.commits import BackgroundCommits
 from fusion.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -32,7 +33,6 @@ GROUP = "fusion-judges"
 MAX_BATCH = 200
 RETRY_S = 1.0
 TXN_RETRY_BACKOFF_MS = 5
-OFFSET_COMMIT_INTERVAL_S = 0.1
 
 
 @dataclass
@@ -51,9 +51,7 @@ class TransactionalResults:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._offsets_due: set[int] = set()
-        self._offsets_task: asyncio.Task[None] | None = None
-        self._offset_interval_s = OFFSET_COMMIT_INTERVAL_S
+        self._commits = BackgroundCommits()
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -74,9 +72,7 @@ class TransactionalResults:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._offset_interval_s = 0.0  # commit what is due without waiting out the interval
-        if self._offsets_task is not None:
-            await self._offsets_task
+        await self._commits.flush()
         if self._producer is not None:
             await self._producer.stop()
 
@@ -127,28 +123,17 @@ class TransactionalResults:
                 await self._send(producer, tracer, item)
 
     def _commit_offsets_soon(self, partitions: set[int]) -> None:
-        self._offsets_due |= partitions
-        if self._offsets_task is None or self._offsets_task.done():
-            self._offsets_task = asyncio.create_task(self._commit_offsets(), name="judge-offsets")
-
-    async def _commit_offsets(self) -> None:
-        """One commit at a time, at most every `OFFSET_COMMIT_INTERVAL_S`, each past every request
-        released so far on the partitions it names."""
-        while self._offsets_due:
-            due, self._offsets_due = self._offsets_due, set()
-            consumer = self._owns.consumer
-            assigned = consumer.assignment() if consumer is not None else set()
-            offsets = {
-                tp: offset
-                for partition, offset in self._ledger.committable(due).items()
-                if (tp := TopicPartition(topics.ANSWERS, partition)) in assigned
-            }
-            if consumer is not None and offsets:
-                try:
-                    await consumer.commit(offsets)
-                except KafkaError as error:  # revoked meanwhile: the markers cover what was released
-                    log.info("offsets not committed", error=str(error))
-            await asyncio.sleep(self._offset_interval_s)
+        """Past every request released so far on these partitions, for those still assigned."""
+        consumer = self._owns.consumer
+        if consumer is None:
+            return
+        assigned = consumer.assignment()
+        offsets = {
+            tp: offset
+            for partition, offset in self._ledger.committable(partitions).items()
+            if (tp := TopicPartition(topics.ANSWERS, partition)) in assigned
+        }
+        self._commits.due(consumer, offsets)
 
     async def _send(self, producer: AIOKafkaProducer, tracer: trace.Tracer, item: _Pending) -> None:
         reply_to = item.plan.reply_to

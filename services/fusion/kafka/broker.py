@@ -1,8 +1,12 @@
 """One place that builds the Kafka broker and publishes contracts, so every service connects alike."""
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -15,6 +19,11 @@ from fusion.observability.tracing import tracing_enabled
 from fusion.settings import Settings
 
 _HEADERS = {"content-type": "application/json"}
+
+PUBLISH_ATTEMPTS = 30
+PUBLISH_RETRY_S = 2.0
+
+log = structlog.get_logger(__name__)
 
 
 def build_broker(settings: Settings, service: str, metrics: FusionMetrics | None = None) -> KafkaBroker:
@@ -56,3 +65,17 @@ class Outbox:
         await self._broker.publish(
             encode(message), topic=topic, key=key, partition=partition, headers=_HEADERS
         )
+
+
+async def publish_while_broker_away(publish: Callable[[], Awaitable[None]], what: str) -> bool:
+    """Runs `publish`, again every `PUBLISH_RETRY_S` while the broker is away (a restart, say), at most
+    `PUBLISH_ATTEMPTS` times; False when it gave up."""
+    for attempt in range(PUBLISH_ATTEMPTS):
+        try:
+            await publish()
+            return True
+        except KafkaError as error:
+            log.warning(f"{what} not published; retrying", error=repr(error), attempt=attempt)
+            await asyncio.sleep(PUBLISH_RETRY_S)
+    log.error(f"{what} dropped after retries")
+    return False

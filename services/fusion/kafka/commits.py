@@ -23,36 +23,23 @@ log = structlog.get_logger(__name__)
 COMMIT_INTERVAL_S = 0.1
 
 
-class OffsetCommitter:
+class BackgroundCommits:
+    """Offsets due for commit, sent one commit at a time, at most every `interval_s`, each with the
+    newest offset due per partition."""
+
     def __init__(self, interval_s: float = COMMIT_INTERVAL_S) -> None:
         self._interval_s = interval_s
-        self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self._due: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def in_flight(self) -> int:
-        return self._offsets.in_flight()
-
-    def started(self, message: KafkaMessage) -> Callable[[], None]:
-        """Marks the message's work started; returns what to call once it is done."""
-        record = message.raw_message
-        partition = TopicPartition(record.topic, record.partition)  # type: ignore[union-attr]
-        offset: int = record.offset  # type: ignore[union-attr]
-        self._offsets.start(partition, offset)
-        consumer = message.consumer
-
-        def finished() -> None:
-            committable = self._offsets.finish(partition, offset)
-            if committable is None or not isinstance(consumer, AIOKafkaConsumer):
-                return  # nothing new, or FastStream's in-memory test broker: nothing to commit
-            self._consumer = consumer
-            self._due[partition] = committable
-            if self._task is None or self._task.done():
-                self._task = asyncio.create_task(self._commit_while_due(), name="offset-commits")
-
-        return finished
+    def due(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        self._consumer = consumer
+        self._due.update(offsets)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._commit_while_due(), name="offset-commits")
 
     async def _commit_while_due(self) -> None:
         while self._due:
@@ -74,3 +61,34 @@ class OffsetCommitter:
             await self._task
         if self._due:
             await self._commit()
+
+
+class OffsetCommitter:
+    """Commits each message's offset once it and every message before it on its partition are done."""
+
+    def __init__(self, interval_s: float = COMMIT_INTERVAL_S) -> None:
+        self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
+        self._commits = BackgroundCommits(interval_s)
+
+    @property
+    def in_flight(self) -> int:
+        return self._offsets.in_flight()
+
+    def started(self, message: KafkaMessage) -> Callable[[], None]:
+        """Marks the message's work started; returns what to call once it is done."""
+        record = message.raw_message
+        partition = TopicPartition(record.topic, record.partition)  # type: ignore[union-attr]
+        offset: int = record.offset  # type: ignore[union-attr]
+        self._offsets.start(partition, offset)
+        consumer = message.consumer
+
+        def finished() -> None:
+            committable = self._offsets.finish(partition, offset)
+            if committable is None or not isinstance(consumer, AIOKafkaConsumer):
+                return  # nothing new, or FastStream's in-memory test broker: nothing to commit
+            self._commits.due(consumer, {partition: committable})
+
+        return finished
+
+    async def flush(self) -> None:
+        await self._commits.flush()

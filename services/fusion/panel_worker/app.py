@@ -1,10 +1,8 @@
 """The panel worker service: `fusion.tasks` in, `fusion.answers` out, many model calls at once."""
 
-import asyncio
 from collections.abc import Callable
 
 import structlog
-from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -14,7 +12,7 @@ from pydantic import TypeAdapter
 
 from fusion.catalog import Catalog
 from fusion.concurrency import BoundedPool
-from fusion.kafka.broker import Outbox, build_broker, whole_message
+from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away, whole_message
 from fusion.kafka.commits import OffsetCommitter
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.models import CompletesChat, ModelRouter
@@ -26,10 +24,6 @@ from fusion.settings import Settings
 log = structlog.get_logger(__name__)
 
 _TASK: TypeAdapter[PanelTask] = TypeAdapter(PanelTask)
-
-
-PUBLISH_ATTEMPTS = 30
-PUBLISH_RETRY_S = 2.0
 
 
 class PanelWorker:
@@ -73,14 +67,8 @@ class PanelWorker:
     async def _publish(self, answer: PanelAnswer) -> None:
         """Retries while the broker is away (a restart, say): an answer is only dropped once it is
         useless, well past its request's deadline, when the judge has released without it."""
-        for attempt in range(PUBLISH_ATTEMPTS):
-            try:
-                await self._outbox.send(topics.ANSWERS, answer, topics.request_key(answer.request_id))
-                return
-            except KafkaError as error:
-                log.warning("answer not published; retrying", error=repr(error), attempt=attempt)
-                await asyncio.sleep(PUBLISH_RETRY_S)
-        log.error("answer dropped after retries", request_id=answer.request_id)
+        key = topics.request_key(answer.request_id)
+        await publish_while_broker_away(lambda: self._outbox.send(topics.ANSWERS, answer, key), "answer")
 
 
 def _crashed(task: PanelTask, worker: str, error: Exception) -> PanelAnswer:
