@@ -8,7 +8,6 @@ bench/results/gateway.json and bench/results/gateway.png.
 """
 
 import argparse
-import asyncio
 import json
 import statistics
 import tempfile
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import uvloop
 from fusion.client import FusionClient
 from fusion.settings import Settings
 from fusion_contracts import ChatMessage, FusionRequest
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch, running_stack(Path(scratch), gateways=1) as stack:
-        timings = asyncio.run(measure(stack.settings, stack.gateways[0], args.requests))
+        timings = uvloop.run(measure(stack.settings, stack.gateways[0], args.requests))
     summary = report(timings)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "gateway.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -9,13 +9,13 @@ task, answer) and one transactional hop (result) on its critical path. Writes
 bench/results/kafka_floor.json.
 """
 
-import asyncio
 import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from rich.console import Console
@@ -87,7 +87,7 @@ def main() -> None:
     run_infra("kafka.sh", "reset", KAFKA_PORT=str(KAFKA_PORT))
     run_infra("kafka.sh", "start", KAFKA_PORT=str(KAFKA_PORT))
     try:
-        figures = asyncio.run(measure())
+        figures = uvloop.run(measure())
     finally:
         run_infra("kafka.sh", "stop", KAFKA_PORT=str(KAFKA_PORT))
     hops = figures["produce_to_consume_ms"]["p50"]

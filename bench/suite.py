@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from fusion.catalog import load_catalog
 from fusion.client import FusionClient
 from fusion.judge.fusing import Judge
@@ -311,7 +312,7 @@ def main() -> None:
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     with running_stack(logs, gateways=0) as stack:
-        raw = asyncio.run(run(stack, args.quick, args.soak))
+        raw = uvloop.run(run(stack, args.quick, args.soak))
     summary = summarise(raw)
     report(summary)
     RESULTS.mkdir(exist_ok=True)

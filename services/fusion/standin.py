@@ -228,6 +228,8 @@ def main() -> None:
         port=args.port,
         log_level="warning",
         timeout_graceful_shutdown=1,
+        loop="uvloop",
+        http="httptools",
     )
 
 
