@@ -63,18 +63,39 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     sock_read=timeout.get("read"),
                 ),
             )
+        if _streamed(response):
+            return httpx.Response(
+                response.status,
+                headers=list(response.raw_headers),
+                stream=_Body(response, request),
+                request=request,
+                extensions=_HTTP_1_1,
+            )
+        with _mapped_errors(request):  # a whole JSON body: read here in one go, not chunk by chunk
+            body = await response.read()
+        response.release()
         return httpx.Response(
             response.status,
             headers=list(response.raw_headers),
-            stream=_Body(response, request),
+            content=body,
             request=request,
-            extensions={"http_version": b"HTTP/1.1"},
+            extensions=_HTTP_1_1,
         )
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+_HTTP_1_1 = {"http_version": b"HTTP/1.1"}
+EAGER_BODY_BYTES = 1 << 20
+
+
+def _streamed(response: aiohttp.ClientResponse) -> bool:
+    """Server-sent events, and bodies of unknown or large size, are handed on as they arrive."""
+    length = response.content_length
+    return length is None or length > EAGER_BODY_BYTES or response.content_type == "text/event-stream"
 
 
 class _Body(httpx.AsyncByteStream):
