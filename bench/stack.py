@@ -19,6 +19,7 @@ from tests.support.stack import (
     BOOTSTRAP,
     GATEWAY_PORTS,
     KAFKA_PORT,
+    ROOT,
     STANDIN_PORT,
     Services,
     http_ok,
@@ -34,6 +35,18 @@ class Stack:
     services: Services
     gateways: list[str]
     standin: str
+    standin_pid: int
+
+    def pids(self) -> dict[str, int]:
+        """Every process of the run on this machine: services, broker, stand-in models, this client."""
+        pids = {name: process.pid for name, process in self.services.processes.items()}
+        cache = Path(os.environ.get("FUSION_CACHE", ROOT / ".cache"))
+        broker = cache / f"kafka-{KAFKA_PORT}" / "pid"
+        if broker.exists():
+            pids["broker"] = int(broker.read_text())
+        pids["stand-in models"] = self.standin_pid
+        pids["bench client"] = os.getpid()
+        return pids
 
 
 @contextlib.contextmanager
@@ -68,7 +81,7 @@ def running_stack(scratch: Path, gateways: int = 1, standin_latency_ms: float = 
         for name in ("dispatcher", "panel-worker", "judge"):
             services.start(name)
         urls = [services.start_gateway(f"gateway-{i}", GATEWAY_PORTS[i]) for i in range(gateways)]
-        yield Stack(settings, services, urls, standin_url)
+        yield Stack(settings, services, urls, standin_url, standin.pid)
     finally:
         services.stop_all()
         standin.kill()

@@ -9,6 +9,7 @@ Prints a table, writes bench/results/bench.json and bench/results/bench.png.
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import time
@@ -49,6 +50,36 @@ def overhead_ms(result: FusedResult, elapsed_ms: float) -> float:
     return elapsed_ms - slowest - judge
 
 
+HOPS = (
+    "request to dispatched",
+    "dispatched to last call start",
+    "last answer to release",
+    "judge outside model calls",
+    "result to client",
+)
+
+
+def hops_ms(result: FusedResult, elapsed_ms: float) -> tuple[float, ...] | None:
+    """Where a request's time outside the models went, hop by hop (see `HOPS`), from its timings."""
+    timings, judge = result.timings, result.judge
+    members = [m for m in result.members if m.finished_at is not None and m.latency_ms is not None]
+    if timings.dispatched_at is None or timings.released_at is None or judge is None or not members:
+        return None
+    last_start = max(
+        m.finished_at.timestamp() * 1000 - (m.latency_ms or 0.0) for m in members if m.finished_at
+    )
+    last_answer = max(m.finished_at.timestamp() * 1000 for m in members if m.finished_at)
+    submitted, dispatched = timings.submitted_at.timestamp() * 1000, timings.dispatched_at.timestamp() * 1000
+    released, completed = timings.released_at.timestamp() * 1000, timings.completed_at.timestamp() * 1000
+    return (
+        dispatched - submitted,
+        last_start - dispatched,
+        released - last_answer,
+        completed - released - (judge.latency_ms or 0.0),
+        elapsed_ms - (completed - submitted),
+    )
+
+
 async def closed_loop(
     client: FusionClient, make: Callable[[], FusionRequest], concurrency: int, duration_s: float
 ) -> list[tuple[float, FusedResult]]:
@@ -68,10 +99,23 @@ async def closed_loop(
 
 async def measure_overhead(
     client: FusionClient, concurrency: int, duration_s: float, preset: str
-) -> dict[str, float]:
+) -> dict[str, Any]:
     runs = await closed_loop(client, lambda: request(preset), concurrency, duration_s)
-    overheads = [overhead_ms(result, elapsed) for elapsed, result in runs if result.status == "complete"]
-    return {"p50": percentile(overheads, 0.5), "p99": percentile(overheads, 0.99), "n": len(overheads)}
+    complete = [(elapsed, result) for elapsed, result in runs if result.status == "complete"]
+    overheads = [overhead_ms(result, elapsed) for elapsed, result in complete]
+    hops = [h for elapsed, result in complete if (h := hops_ms(result, elapsed)) is not None]
+    return {
+        "p50": percentile(overheads, 0.5),
+        "p99": percentile(overheads, 0.99),
+        "n": len(overheads),
+        "hops": {
+            name: {
+                "p50": percentile([h[i] for h in hops], 0.5),
+                "p99": percentile([h[i] for h in hops], 0.99),
+            }
+            for i, name in enumerate(HOPS)
+        },
+    }
 
 
 async def inprocess_baseline(settings: Settings, runs: int) -> list[float]:
@@ -143,6 +187,31 @@ async def measure_throughput(client: FusionClient, concurrency: int, duration_s:
     return sum(1 for _, result in runs if result.status == "complete") / duration_s
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, all its threads, so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure_throughput_cpu(
+    client: FusionClient, stack: Stack, concurrency: int, duration_s: float
+) -> dict[str, Any]:
+    """Throughput, and the CPU each process of the machine spent on it: in cores busy and in
+    milliseconds per fused request (what limits throughput on a machine whose cores are all busy)."""
+    pids = stack.pids()
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    started = time.monotonic()
+    rps = await measure_throughput(client, concurrency, duration_s)
+    elapsed = time.monotonic() - started
+    spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    requests = rps * duration_s
+    return {
+        "rps": rps,
+        "cores_busy": {name: seconds / elapsed for name, seconds in spent.items()},
+        "cpu_ms_per_request": {name: 1000 * seconds / requests for name, seconds in spent.items()},
+    }
+
+
 async def measure_quorum(client: FusionClient, requests: int) -> dict[str, float]:
     async def p99(make: Callable[[], FusionRequest]) -> float:
         runs = await closed_loop(client, make, 20, requests / 20 * 0.3)
@@ -205,7 +274,7 @@ async def run(stack: Stack, quick: bool, soak_s: float) -> dict[str, Any]:
             ("overhead_ms", lambda: measure_overhead(client, 100, 30 * scale, "bench-realistic")),
             ("inprocess", lambda: measure_inprocess_ratio(client, stack.settings, max(int(20 * scale), 5))),
             ("quorum", lambda: measure_quorum(client, max(int(400 * scale), 100))),
-            ("throughput_rps", lambda: measure_throughput(client, 200, 30 * scale)),
+            ("throughput", lambda: measure_throughput_cpu(client, stack, 200, 30 * scale)),
             ("rss_mb", lambda: measure_memory_in_flight(client, stack, 1000)),
         ]
         for key, step in steps:
@@ -216,7 +285,7 @@ async def run(stack: Stack, quick: bool, soak_s: float) -> dict[str, Any]:
             out["soak_rss_mb"] = await measure_soak(client, stack, soak_s)
         print("measuring throughput with two processes of each service ...", flush=True)
         await second_set(stack)
-        out["throughput_rps_2x"] = await measure_throughput(client, 200, 30 * scale)
+        out["throughput_2x"] = await measure_throughput_cpu(client, stack, 200, 30 * scale)
     return out
 
 
@@ -228,8 +297,8 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
             "p99": raw["overhead_single_ms"]["p99"],
         },
         "inprocess_ratio": raw["inprocess"]["ratio"],
-        "throughput_rps": raw["throughput_rps"],
-        "throughput_rps_2x": raw["throughput_rps_2x"],
+        "throughput_rps": raw["throughput"]["rps"],
+        "throughput_rps_2x": raw["throughput_2x"]["rps"],
         "quorum_p99_ratio": raw["quorum"]["ratio"],
         "rss_mb": raw["rss_mb"],
         "details": raw,
@@ -266,6 +335,29 @@ def report(summary: dict[str, Any]) -> None:
     for name, peak in summary["rss_mb"].items():
         table.add_row(f"rss_mb.{name} (1000 in flight)", f"{peak:.0f}", "", "")
     Console().print(table)
+    hops = Table(title="Where the overhead goes, per hop (ms, p50 / p99)")
+    for column in ("hop", "1 in flight", "100 in flight"):
+        hops.add_column(column)
+    single, loaded = (
+        summary["details"]["overhead_single_ms"]["hops"],
+        summary["details"]["overhead_ms"]["hops"],
+    )
+    for name in HOPS:
+        hops.add_row(
+            name,
+            f"{single[name]['p50']:.1f} / {single[name]['p99']:.1f}",
+            f"{loaded[name]['p50']:.1f} / {loaded[name]['p99']:.1f}",
+        )
+    Console().print(hops)
+    cpu = summary["details"]["throughput"]
+    usage = Table(title=f"CPU during the throughput run ({cpu['rps']:.0f} requests/s)")
+    for column in ("process", "cores busy", "CPU ms per request"):
+        usage.add_column(column)
+    for name, cores in cpu["cores_busy"].items():
+        usage.add_row(name, f"{cores:.2f}", f"{cpu['cpu_ms_per_request'][name]:.2f}")
+    total = sum(cpu["cores_busy"].values())
+    usage.add_row("all", f"{total:.2f} of {os.cpu_count()}", f"{sum(cpu['cpu_ms_per_request'].values()):.2f}")
+    Console().print(usage)
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
