@@ -62,13 +62,15 @@ HOPS = (
 def hops_ms(result: FusedResult, elapsed_ms: float) -> tuple[float, ...] | None:
     """Where a request's time outside the models went, hop by hop (see `HOPS`), from its timings."""
     timings, judge = result.timings, result.judge
-    members = [m for m in result.members if m.finished_at is not None and m.latency_ms is not None]
-    if timings.dispatched_at is None or timings.released_at is None or judge is None or not members:
+    calls = [
+        (m.finished_at.timestamp() * 1000, m.latency_ms)
+        for m in result.members
+        if m.finished_at is not None and m.latency_ms is not None
+    ]
+    if timings.dispatched_at is None or timings.released_at is None or judge is None or not calls:
         return None
-    last_start = max(
-        m.finished_at.timestamp() * 1000 - (m.latency_ms or 0.0) for m in members if m.finished_at
-    )
-    last_answer = max(m.finished_at.timestamp() * 1000 for m in members if m.finished_at)
+    last_start = max(finished - latency for finished, latency in calls)
+    last_answer = max(finished for finished, _ in calls)
     submitted, dispatched = timings.submitted_at.timestamp() * 1000, timings.dispatched_at.timestamp() * 1000
     released, completed = timings.released_at.timestamp() * 1000, timings.completed_at.timestamp() * 1000
     return (

@@ -16,7 +16,7 @@ from fusion.catalog import Catalog
 from fusion.concurrency import BoundedPool
 from fusion.dispatcher.planning import Rejection, plan_request, rejected_result
 from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away, whole_message
-from fusion.kafka.commits import OffsetCommitter
+from fusion.kafka.commits import OffsetCommitter, drain_and_commit
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.observability.metrics import FusionMetrics
 from fusion.runtime import service_app
@@ -157,9 +157,6 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
     dispatcher = register(broker, catalog, metrics, settings)
 
     async def drain() -> None:
-        left = await dispatcher.pool.drain(timeout_s=25.0)
-        if left:
-            log.warning("dispatches cancelled at shutdown", count=left)
-        await dispatcher.committer.flush()
+        await drain_and_commit(dispatcher.pool, dispatcher.committer, "dispatches")
 
     return service_app(broker, metrics, on_shutdown=[drain])

@@ -256,7 +256,7 @@ def register(
     metrics: FusionMetrics | None = None,
     exactly_once: bool = False,
 ) -> JudgeService:
-    """With `exactly_once` (a real broker), results, markers and offsets go out in transactions;
+    """With `exactly_once` (a real broker), results and released markers go out in transactions;
     without, results are published plainly (FastStream's in-memory test broker has no transactions)."""
     inbox = Inbox(broker, "judge")
     ledger = Ledger()
@@ -275,8 +275,8 @@ def register(
     service.results = sink
     markers = ReleasedMarkers(settings, service.adopt)
 
-    # Offsets are never committed by the consumer: they go into each result's transaction, only past
-    # the requests already released. The handler itself never waits on a model call.
+    # Offsets are committed by hand after each result's transaction, only past the requests already
+    # released (see `fusion.judge.output`). The handler itself never waits on a model call.
     @broker.subscriber(
         topics.ANSWERS,
         decoder=whole_message,

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaMessage
 
+from fusion.concurrency import BoundedPool
 from fusion.kafka.offsets import OffsetTracker
 
 log = structlog.get_logger(__name__)
@@ -92,3 +93,12 @@ class OffsetCommitter:
 
     async def flush(self) -> None:
         await self._commits.flush()
+
+
+async def drain_and_commit(pool: BoundedPool, committer: OffsetCommitter, what: str) -> None:
+    """At shutdown: lets the background work finish (cancelling what outlives 25 s), then commits
+    the offsets of what did finish."""
+    left = await pool.drain(timeout_s=25.0)
+    if left:
+        log.warning(f"{what} cancelled at shutdown", count=left)
+    await committer.flush()

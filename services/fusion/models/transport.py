@@ -63,23 +63,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     sock_read=timeout.get("read"),
                 ),
             )
+        stream: httpx.AsyncByteStream
         if _streamed(response):
-            return httpx.Response(
-                response.status,
-                headers=list(response.raw_headers),
-                stream=_Body(response, request),
-                request=request,
-                extensions=_HTTP_1_1,
-            )
-        with _mapped_errors(request):  # a whole JSON body: read here in one go, not chunk by chunk
-            body = await response.read()
-        response.release()
+            stream = _Body(response, request)
+        else:  # a whole JSON body: read here in one go, not chunk by chunk through httpx
+            with _mapped_errors(request):
+                stream = httpx.ByteStream(await response.read())
+            response.release()
         return httpx.Response(
             response.status,
             headers=list(response.raw_headers),
-            content=body,
+            stream=stream,
             request=request,
-            extensions=_HTTP_1_1,
+            extensions={"http_version": b"HTTP/1.1"},
         )
 
     async def aclose(self) -> None:
@@ -88,7 +84,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = None
 
 
-_HTTP_1_1 = {"http_version": b"HTTP/1.1"}
 EAGER_BODY_BYTES = 1 << 20
 
 

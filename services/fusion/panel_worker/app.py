@@ -13,7 +13,7 @@ from pydantic import TypeAdapter
 from fusion.catalog import Catalog
 from fusion.concurrency import BoundedPool
 from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away, whole_message
-from fusion.kafka.commits import OffsetCommitter
+from fusion.kafka.commits import OffsetCommitter, drain_and_commit
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.models import CompletesChat, ModelRouter
 from fusion.observability.metrics import FusionMetrics
@@ -123,10 +123,7 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
     worker = register(broker, models, settings, metrics)
 
     async def drain() -> None:
-        left = await worker.pool.drain(timeout_s=25.0)
-        if left:
-            log.warning("calls cancelled at shutdown", count=left)
-        await worker.committer.flush()
+        await drain_and_commit(worker.pool, worker.committer, "calls")
         await models.aclose()
 
     return service_app(broker, metrics, on_shutdown=[drain])
