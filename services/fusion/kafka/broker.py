@@ -9,11 +9,11 @@ import structlog
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
-from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from fusion_contracts import limits
 from pydantic import BaseModel
 
 from fusion.kafka.codec import encode
+from fusion.observability.message_metrics import KafkaMessageMetrics
 from fusion.observability.metrics import FusionMetrics
 from fusion.observability.tracing import tracing_enabled
 from fusion.settings import Settings
@@ -35,7 +35,7 @@ def build_broker(settings: Settings, service: str, metrics: FusionMetrics | None
     """
     middlewares: list[Any] = [KafkaTelemetryMiddleware()] if tracing_enabled() else []
     if metrics is not None:
-        middlewares.append(KafkaPrometheusMiddleware(registry=metrics.registry, app_name=service))
+        middlewares.append(KafkaMessageMetrics(registry=metrics.registry, app_name=service))
     return KafkaBroker(
         settings.kafka_bootstrap,
         middlewares=middlewares,

@@ -56,7 +56,7 @@ class AnthropicModel(HttpAdapter):
         if on_delta is not None:
             return await self._stream(call, on_delta)
         async with self._errors_mapped():
-            response = await self._client.post("messages", json=self._payload(call))
+            response = await self._client.post(self._url("messages"), json=self._payload(call))
         await self._raise_for_status(response)
         try:
             body = response.json()
@@ -84,7 +84,9 @@ class AnthropicModel(HttpAdapter):
         input_tokens = output_tokens = 0
         async with (
             self._errors_mapped(),
-            self._client.stream("POST", "messages", json={**self._payload(call), "stream": True}) as response,
+            self._client.stream(
+                "POST", self._url("messages"), json={**self._payload(call), "stream": True}
+            ) as response,
         ):
             await self._raise_for_status(response)
             async for line in response.aiter_lines():

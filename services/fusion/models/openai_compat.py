@@ -68,7 +68,7 @@ class OpenAICompatModel(HttpAdapter):
         if on_delta is not None:
             return await self._stream(call, on_delta)
         async with self._errors_mapped():
-            response = await self._client.post("chat/completions", json=self._payload(call))
+            response = await self._client.post(self._url("chat/completions"), json=self._payload(call))
         await self._raise_for_status(response)
         return self._parse(response)
 
@@ -79,7 +79,7 @@ class OpenAICompatModel(HttpAdapter):
         cost: Decimal | None = None
         async with (
             self._errors_mapped(),
-            self._client.stream("POST", "chat/completions", json=payload) as response,
+            self._client.stream("POST", self._url("chat/completions"), json=payload) as response,
         ):
             await self._raise_for_status(response)
             async for line in response.aiter_lines():
@@ -115,7 +115,7 @@ class OpenAICompatModel(HttpAdapter):
     async def passthrough(self, body: dict[str, Any]) -> dict[str, Any]:
         """Sends an OpenAI request body as is (the gateway's pass-through and tool loop)."""
         async with self._errors_mapped():
-            response = await self._client.post("chat/completions", json={**body, "stream": False})
+            response = await self._client.post(self._url("chat/completions"), json={**body, "stream": False})
         await self._raise_for_status(response)
         try:
             reply = response.json()
@@ -129,7 +129,9 @@ class OpenAICompatModel(HttpAdapter):
         """Sends a streaming OpenAI request body as is and yields the provider's SSE bytes."""
         async with (
             self._errors_mapped(),
-            self._client.stream("POST", "chat/completions", json={**body, "stream": True}) as response,
+            self._client.stream(
+                "POST", self._url("chat/completions"), json={**body, "stream": True}
+            ) as response,
         ):
             await self._raise_for_status(response)
             async for chunk in response.aiter_bytes():
