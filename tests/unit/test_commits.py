@@ -4,8 +4,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any, cast
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from faststream.kafka import KafkaMessage
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from fusion.kafka.commits import OffsetCommitter
 
 TP = TopicPartition("fusion.tasks", 3)
@@ -26,15 +25,14 @@ def a_consumer() -> RecordingConsumer:
     return consumer
 
 
-def a_message(offset: int, consumer: AIOKafkaConsumer) -> KafkaMessage:
-    record = SimpleNamespace(topic=TP.topic, partition=TP.partition, offset=offset)
-    return cast(KafkaMessage, SimpleNamespace(raw_message=record, consumer=consumer))
+def a_record(offset: int) -> ConsumerRecord[bytes, bytes]:
+    return cast(ConsumerRecord, SimpleNamespace(topic=TP.topic, partition=TP.partition, offset=offset))
 
 
 async def test_an_offset_waits_for_every_earlier_message() -> None:
     consumer = a_consumer()
     committer = OffsetCommitter(interval_s=0.0)
-    done = [committer.started(a_message(offset, consumer)) for offset in (10, 11, 12)]
+    done = [committer.started(a_record(offset), consumer) for offset in (10, 11, 12)]
     done[1]()
     done[2]()
     await asyncio.sleep(0.01)
@@ -48,7 +46,7 @@ async def test_commits_are_coalesced_and_the_last_one_is_the_newest() -> None:
     consumer = a_consumer()
     committer = OffsetCommitter(interval_s=0.05)
     for offset in range(100):
-        committer.started(a_message(offset, consumer))()
+        committer.started(a_record(offset), consumer)()
     await committer.flush()
     assert 1 <= len(consumer.commits) <= 2  # one per interval, not one per message
     assert consumer.commits[-1] == {TP: 100}
@@ -56,6 +54,6 @@ async def test_commits_are_coalesced_and_the_last_one_is_the_newest() -> None:
 
 async def test_nothing_is_committed_for_the_in_memory_test_broker() -> None:
     committer = OffsetCommitter(interval_s=0.0)
-    committer.started(a_message(0, cast(AIOKafkaConsumer, object())))()
+    committer.started(a_record(0), object())()
     await committer.flush()
     assert committer.in_flight == 0

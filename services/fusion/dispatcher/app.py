@@ -5,6 +5,7 @@ import json
 from collections.abc import Callable
 
 import structlog
+from aiokafka import ConsumerRecord
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -15,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from fusion.catalog import Catalog
 from fusion.concurrency import BoundedPool
 from fusion.dispatcher.planning import Rejection, plan_request, rejected_result
+from fusion.kafka.batches import IDLE_WAIT_MS, MAX_RECORDS, each_record, without_idle_sleep
 from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away, whole_message
 from fusion.kafka.commits import OffsetCommitter, drain_and_commit
 from fusion.kafka.dead_letters import Inbox, Invalid
@@ -128,8 +130,11 @@ def register(
     # Requests are dispatched side by side in the background. An offset is committed only once every
     # request before it on its partition is dispatched (plan and tasks acknowledged), so a dispatcher
     # that dies mid-way has those requests delivered again rather than lost.
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         topics.REQUESTS,
+        batch=True,
+        max_records=MAX_RECORDS,
+        batch_timeout_ms=IDLE_WAIT_MS,
         decoder=whole_message,
         group_id="fusion-dispatcher",
         ack_policy=AckPolicy.MANUAL,
@@ -139,15 +144,21 @@ def register(
         max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
-    async def on_request(message: KafkaMessage) -> None:
-        done = dispatcher.committer.started(message)
-        request = await inbox.decode(message, _REQUEST)
-        if isinstance(request, Invalid):
-            await dispatcher.reject_invalid(message.raw_message.value, request.error)  # type: ignore[union-attr]
-            done()
-            return
-        await dispatcher.accept(request, done)
 
+    @subscriber
+    async def on_requests(batch: KafkaMessage) -> None:
+        async def on_request(record: ConsumerRecord[bytes, bytes]) -> None:
+            done = dispatcher.committer.started(record, batch.consumer)
+            request = await inbox.decode(record, _REQUEST)
+            if isinstance(request, Invalid):
+                await dispatcher.reject_invalid(record.value, request.error)
+                done()
+                return
+            await dispatcher.accept(request, done)
+
+        await each_record(batch, on_request)
+
+    without_idle_sleep(subscriber)
     return dispatcher
 
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import structlog
-from aiokafka import ConsumerRebalanceListener
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -31,6 +31,7 @@ from fusion.judge.gathering import Gathering, Gatherings
 from fusion.judge.ledger import Ledger
 from fusion.judge.output import GROUP, OwnedPartitions, ReleasedMarkers, TransactionalResults
 from fusion.judge.streaming import ChunkPublisher
+from fusion.kafka.batches import IDLE_WAIT_MS, MAX_RECORDS, each_record, without_idle_sleep
 from fusion.kafka.broker import Outbox, build_broker, whole_message
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.models import CompletesChat, ModelRouter
@@ -277,8 +278,11 @@ def register(
 
     # Offsets are committed by hand after each result's transaction, only past the requests already
     # released (see `fusion.judge.output`). The handler itself never waits on a model call.
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         topics.ANSWERS,
+        batch=True,
+        max_records=MAX_RECORDS,
+        batch_timeout_ms=IDLE_WAIT_MS,
         decoder=whole_message,
         group_id=GROUP,
         ack_policy=AckPolicy.MANUAL,
@@ -290,13 +294,17 @@ def register(
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         listener=_Rebalance(service, markers) if exactly_once else None,
     )
-    async def on_answer(message: KafkaMessage) -> None:
-        record = message.raw_message
-        partition, offset = record.partition, record.offset  # type: ignore[union-attr]
+
+    @subscriber
+    async def on_answers(batch: KafkaMessage) -> None:
         if exactly_once:
-            owned.consumer = message.consumer
-            await markers.ensure({partition})
-        decoded = await inbox.decode(message, _ANSWERS)
+            owned.consumer = batch.consumer
+            await markers.ensure({record.partition for record in batch.raw_message})
+        await each_record(batch, on_answer)
+
+    async def on_answer(record: ConsumerRecord[bytes, bytes]) -> None:
+        partition, offset = record.partition, record.offset
+        decoded = await inbox.decode(record, _ANSWERS)
         if isinstance(decoded, Invalid):
             service.ledger.record(partition, offset, None)
             return
@@ -304,6 +312,7 @@ def register(
         with structlog.contextvars.bound_contextvars(request_id=decoded.request_id):
             await service.on_message(decoded, partition, offset)
 
+    without_idle_sleep(subscriber)
     return service
 
 

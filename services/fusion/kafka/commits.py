@@ -12,9 +12,8 @@ import asyncio
 from collections.abc import Callable
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from faststream.kafka import KafkaMessage
 
 from fusion.concurrency import BoundedPool
 from fusion.kafka.offsets import OffsetTracker
@@ -75,13 +74,11 @@ class OffsetCommitter:
     def in_flight(self) -> int:
         return self._offsets.in_flight()
 
-    def started(self, message: KafkaMessage) -> Callable[[], None]:
-        """Marks the message's work started; returns what to call once it is done."""
-        record = message.raw_message
-        partition = TopicPartition(record.topic, record.partition)  # type: ignore[union-attr]
-        offset: int = record.offset  # type: ignore[union-attr]
+    def started(self, record: ConsumerRecord[bytes, bytes], consumer: object) -> Callable[[], None]:
+        """Marks the record's work started; returns what to call once it is done."""
+        partition = TopicPartition(record.topic, record.partition)
+        offset = record.offset
         self._offsets.start(partition, offset)
-        consumer = message.consumer
 
         def finished() -> None:
             committable = self._offsets.finish(partition, offset)

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
-from faststream.kafka import KafkaBroker, KafkaMessage
+from aiokafka import ConsumerRecord
+from faststream.kafka import KafkaBroker
 from fusion_contracts import DeadLetter, limits, topics
 from fusion_contracts.common import utc_now
 from pydantic import TypeAdapter
@@ -49,17 +50,16 @@ class Inbox:
         self._broker = broker
         self._service = service
 
-    async def decode(self, message: KafkaMessage, adapter: TypeAdapter[T]) -> T | Invalid:
-        record = message.raw_message
+    async def decode(self, record: ConsumerRecord[bytes, bytes], adapter: TypeAdapter[T]) -> T | Invalid:
         try:
-            return decode(adapter, record.value)  # type: ignore[union-attr]
+            return decode(adapter, record.value)
         except DecodeError as error:
-            await self.dead_letter(message, str(error))
+            await self.dead_letter(record, str(error))
             return Invalid(str(error))
 
-    async def dead_letter(self, message: KafkaMessage, error: str) -> None:
-        letter = dead_letter_for(message.raw_message, self._service, error)
+    async def dead_letter(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
+        letter = dead_letter_for(record, self._service, error)
         log.warning(
             "dead letter", topic=letter.topic, partition=letter.partition, offset=letter.offset, error=error
         )
-        await self._broker.publish(encode(letter), topic=topics.DLQ, key=message.raw_message.key)  # type: ignore[union-attr]
+        await self._broker.publish(encode(letter), topic=topics.DLQ, key=record.key)

@@ -3,6 +3,7 @@
 from collections.abc import Callable
 
 import structlog
+from aiokafka import ConsumerRecord
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -12,6 +13,7 @@ from pydantic import TypeAdapter
 
 from fusion.catalog import Catalog
 from fusion.concurrency import BoundedPool
+from fusion.kafka.batches import IDLE_WAIT_MS, MAX_RECORDS, each_record, without_idle_sleep
 from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away, whole_message
 from fusion.kafka.commits import OffsetCommitter, drain_and_commit
 from fusion.kafka.dead_letters import Inbox, Invalid
@@ -94,8 +96,11 @@ def register(
 
     # Offsets are committed by hand, each once every earlier task of its partition is answered: a
     # worker killed mid-call leaves its tasks to another worker (the judge keeps one answer per member).
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         topics.TASKS,
+        batch=True,
+        max_records=MAX_RECORDS,
+        batch_timeout_ms=IDLE_WAIT_MS,
         decoder=whole_message,
         group_id="fusion-panel-workers",
         ack_policy=AckPolicy.MANUAL,
@@ -105,14 +110,20 @@ def register(
         heartbeat_interval_ms=1_500,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
-    async def on_task(message: KafkaMessage) -> None:
-        done = worker.committer.started(message)
-        task = await inbox.decode(message, _TASK)
-        if isinstance(task, Invalid):
-            done()
-            return
-        await worker.accept(task, done)
 
+    @subscriber
+    async def on_tasks(batch: KafkaMessage) -> None:
+        async def on_task(record: ConsumerRecord[bytes, bytes]) -> None:
+            done = worker.committer.started(record, batch.consumer)
+            task = await inbox.decode(record, _TASK)
+            if isinstance(task, Invalid):
+                done()
+                return
+            await worker.accept(task, done)
+
+        await each_record(batch, on_task)
+
+    without_idle_sleep(subscriber)
     return worker
 
 
