@@ -29,7 +29,7 @@ class Settings(BaseSettings):
 
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=0, description="Longest a service's fetch waits.")
     dispatcher_concurrency: int = Field(default=256, ge=1, description="Requests dispatched at once.")
-    worker_concurrency: int = Field(default=256, ge=1, description="Model calls at once per panel worker.")
+    worker_concurrency: int = Field(default=1024, ge=1, description="Model calls at once per panel worker.")
     judge_concurrency: int = Field(default=128, ge=1, description="Fusions at once per judge.")
     judge_stale_s: float = Field(default=900.0, gt=0, description="Forget answers of a plan never seen.")
     judge_max_open: int = Field(

@@ -73,7 +73,7 @@ structured_output = "json_object"
 [providers.standin]
 api = "openai"
 base_url = "http://127.0.0.1:{STANDIN_PORT}/v1"
-max_concurrency = 256
+max_concurrency = 1024
 structured_output = "json_object"
 
 [providers.nowhere]
