@@ -21,9 +21,34 @@ async def test_a_record_whose_handling_raises_does_not_stop_the_rest_of_its_batc
             raise RuntimeError("boom")
         handled.append(record.offset)
 
-    batch = cast(KafkaMessage, SimpleNamespace(raw_message=tuple(a_record(offset) for offset in range(4))))
+    records = tuple(a_record(offset) for offset in range(4))
+    batch = cast(KafkaMessage, SimpleNamespace(raw_message=records, consumer=None))
     await each_record(batch, handle)
     assert handled == [0, 2, 3]
+
+
+class ShrinkingConsumer(AIOKafkaConsumer):  # type: ignore[misc]
+    """An AIOKafkaConsumer without a broker whose assignment the test changes."""
+
+    assigned: set[TopicPartition]
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+
+async def test_records_of_a_partition_revoked_during_the_batch_are_left_to_its_new_owner() -> None:
+    consumer = object.__new__(ShrinkingConsumer)  # no broker behind it
+    consumer.assigned = {TopicPartition("t", 0), TopicPartition("t", 1)}
+    handled: list[tuple[int, int]] = []
+
+    async def handle(record: ConsumerRecord[bytes, bytes]) -> None:
+        handled.append((record.partition, record.offset))
+        consumer.assigned = {TopicPartition("t", 0)}  # a rebalance while this record is handled
+
+    records = (a_record(7, partition=1), a_record(3, partition=0), a_record(8, partition=1), a_record(4))
+    batch = cast(KafkaMessage, SimpleNamespace(raw_message=records, consumer=consumer))
+    await each_record(batch, handle)
+    assert handled == [(1, 7), (0, 3), (0, 4)]
 
 
 class FetchingConsumer:
