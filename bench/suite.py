@@ -204,7 +204,8 @@ async def measure_throughput(
             sent = time.monotonic()
             result = await client.fuse(request("bench-fast"))
             if result.status == "complete":
-                completed.append((time.monotonic(), 1000 * (time.monotonic() - sent)))
+                now = time.monotonic()
+                completed.append((now, 1000 * (now - sent)))
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     in_window = sum(1 for finished, _ in completed if window[0] <= finished <= window[1])
