@@ -6,7 +6,8 @@ from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker, KafkaMessage
-from fusion.kafka.batches import IDLE_WAIT_MS, MAX_RECORDS, each_record, without_idle_sleep
+from fusion.kafka.batches import IDLE_WAIT_MS, MAX_RECORDS, batch_subscriber, each_record
+from fusion.settings import Settings
 
 
 def a_record(offset: int, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
@@ -64,10 +65,7 @@ class FetchingConsumer:
 
 
 async def test_an_empty_wait_returns_at_once_and_records_come_in_partition_order() -> None:
-    subscriber = KafkaBroker().subscriber(
-        "t", batch=True, max_records=MAX_RECORDS, batch_timeout_ms=IDLE_WAIT_MS
-    )
-    without_idle_sleep(subscriber)
+    subscriber = batch_subscriber(KafkaBroker(), "t", "g", Settings())
     first, second = TopicPartition("t", 0), TopicPartition("t", 1)
     consumer = FetchingConsumer({}, {first: [a_record(5), a_record(6)], second: [a_record(9, 1)]})
 

@@ -8,16 +8,15 @@ import structlog
 from aiokafka import ConsumerRecord
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.middlewares import AckPolicy
-from fusion_contracts import FusedResult, FusionRequest, ReplyTo, limits, topics
+from fusion_contracts import FusedResult, FusionRequest, ReplyTo, topics
 from fusion_contracts.common import RequestId, utc_now
 from pydantic import TypeAdapter, ValidationError
 
 from fusion.catalog import Catalog
 from fusion.concurrency import BoundedPool
 from fusion.dispatcher.planning import Rejection, plan_request, rejected_result
-from fusion.kafka.batches import IDLE_WAIT_MS, MAX_RECORDS, each_record, without_idle_sleep
-from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away, whole_message
+from fusion.kafka.batches import batch_subscriber, each_record
+from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away
 from fusion.kafka.commits import OffsetCommitter, drain_and_commit
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.observability.metrics import FusionMetrics
@@ -130,20 +129,7 @@ def register(
     # Requests are dispatched side by side in the background. An offset is committed only once every
     # request before it on its partition is dispatched (plan and tasks acknowledged), so a dispatcher
     # that dies mid-way has those requests delivered again rather than lost.
-    subscriber = broker.subscriber(
-        topics.REQUESTS,
-        batch=True,
-        max_records=MAX_RECORDS,
-        batch_timeout_ms=IDLE_WAIT_MS,
-        decoder=whole_message,
-        group_id="fusion-dispatcher",
-        ack_policy=AckPolicy.MANUAL,
-        auto_offset_reset="earliest",  # requests that arrive before the first commit are not skipped
-        session_timeout_ms=6_000,  # a dead dispatcher's partitions move after 6 s, not 10
-        heartbeat_interval_ms=1_500,
-        max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-    )
+    subscriber = batch_subscriber(broker, topics.REQUESTS, "fusion-dispatcher", settings)
 
     @subscriber
     async def on_requests(batch: KafkaMessage) -> None:
@@ -158,7 +144,6 @@ def register(
 
         await each_record(batch, on_request)
 
-    without_idle_sleep(subscriber)
     return dispatcher
 
 

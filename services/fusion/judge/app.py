@@ -10,7 +10,6 @@ from aiokafka import ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.middlewares import AckPolicy
 from fusion_contracts import (
     AnswerChunk,
     AnswersMessage,
@@ -18,7 +17,6 @@ from fusion_contracts import (
     PanelAnswer,
     PanelPlan,
     ReleaseReason,
-    limits,
     topics,
 )
 from fusion_contracts.common import utc_now
@@ -31,8 +29,8 @@ from fusion.judge.gathering import Gathering, Gatherings
 from fusion.judge.ledger import Ledger
 from fusion.judge.output import GROUP, OwnedPartitions, ReleasedMarkers, TransactionalResults
 from fusion.judge.streaming import ChunkPublisher
-from fusion.kafka.batches import IDLE_WAIT_MS, MAX_RECORDS, each_record, without_idle_sleep
-from fusion.kafka.broker import Outbox, build_broker, whole_message
+from fusion.kafka.batches import batch_subscriber, each_record
+from fusion.kafka.broker import Outbox, build_broker
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.models import CompletesChat, ModelRouter
 from fusion.observability.metrics import FusionMetrics
@@ -278,20 +276,12 @@ def register(
 
     # Offsets are committed by hand after each result's transaction, only past the requests already
     # released (see `fusion.judge.output`). The handler itself never waits on a model call.
-    subscriber = broker.subscriber(
+    subscriber = batch_subscriber(
+        broker,
         topics.ANSWERS,
-        batch=True,
-        max_records=MAX_RECORDS,
-        batch_timeout_ms=IDLE_WAIT_MS,
-        decoder=whole_message,
-        group_id=GROUP,
-        ack_policy=AckPolicy.MANUAL,
-        auto_offset_reset="earliest",
+        GROUP,
+        settings,
         isolation_level="read_committed",
-        session_timeout_ms=6_000,  # a dead judge's partitions move after 6 s, not 10
-        heartbeat_interval_ms=1_500,
-        max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         listener=_Rebalance(service, markers) if exactly_once else None,
     )
 
@@ -312,7 +302,6 @@ def register(
         with structlog.contextvars.bound_contextvars(request_id=decoded.request_id):
             await service.on_message(decoded, partition, offset)
 
-    without_idle_sleep(subscriber)
     return service
 
 

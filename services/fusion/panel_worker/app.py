@@ -6,15 +6,14 @@ import structlog
 from aiokafka import ConsumerRecord
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.middlewares import AckPolicy
-from fusion_contracts import PanelAnswer, PanelTask, limits, topics
+from fusion_contracts import PanelAnswer, PanelTask, topics
 from fusion_contracts.common import utc_now
 from pydantic import TypeAdapter
 
 from fusion.catalog import Catalog
 from fusion.concurrency import BoundedPool
-from fusion.kafka.batches import IDLE_WAIT_MS, MAX_RECORDS, each_record, without_idle_sleep
-from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away, whole_message
+from fusion.kafka.batches import batch_subscriber, each_record
+from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away
 from fusion.kafka.commits import OffsetCommitter, drain_and_commit
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.models import CompletesChat, ModelRouter
@@ -96,20 +95,7 @@ def register(
 
     # Offsets are committed by hand, each once every earlier task of its partition is answered: a
     # worker killed mid-call leaves its tasks to another worker (the judge keeps one answer per member).
-    subscriber = broker.subscriber(
-        topics.TASKS,
-        batch=True,
-        max_records=MAX_RECORDS,
-        batch_timeout_ms=IDLE_WAIT_MS,
-        decoder=whole_message,
-        group_id="fusion-panel-workers",
-        ack_policy=AckPolicy.MANUAL,
-        max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
-        auto_offset_reset="earliest",  # a partition without a commit yet is read from its start
-        session_timeout_ms=6_000,
-        heartbeat_interval_ms=1_500,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-    )
+    subscriber = batch_subscriber(broker, topics.TASKS, "fusion-panel-workers", settings)
 
     @subscriber
     async def on_tasks(batch: KafkaMessage) -> None:
@@ -123,7 +109,6 @@ def register(
 
         await each_record(batch, on_task)
 
-    without_idle_sleep(subscriber)
     return worker
 
 
