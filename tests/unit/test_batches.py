@@ -14,6 +14,10 @@ def a_record(offset: int, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
     return cast(ConsumerRecord, SimpleNamespace(topic="t", partition=partition, offset=offset, headers=()))
 
 
+def a_batch(records: tuple[ConsumerRecord[bytes, bytes], ...], consumer: Any = None) -> KafkaMessage:
+    return KafkaMessage(records, b"", consumer=consumer)
+
+
 async def test_a_record_whose_handling_raises_does_not_stop_the_rest_of_its_batch() -> None:
     handled: list[int] = []
 
@@ -23,7 +27,7 @@ async def test_a_record_whose_handling_raises_does_not_stop_the_rest_of_its_batc
         handled.append(record.offset)
 
     records = tuple(a_record(offset) for offset in range(4))
-    batch = cast(KafkaMessage, SimpleNamespace(raw_message=records, consumer=None))
+    batch = a_batch(records)
     await each_record(batch, handle)
     assert handled == [0, 2, 3]
 
@@ -47,7 +51,7 @@ async def test_records_of_a_partition_revoked_during_the_batch_are_left_to_its_n
         consumer.assigned = {TopicPartition("t", 0)}  # a rebalance while this record is handled
 
     records = (a_record(7, partition=1), a_record(3, partition=0), a_record(8, partition=1), a_record(4))
-    batch = cast(KafkaMessage, SimpleNamespace(raw_message=records, consumer=consumer))
+    batch = a_batch(records, consumer)
     await each_record(batch, handle)
     assert handled == [(1, 7), (0, 3), (0, 4)]
 

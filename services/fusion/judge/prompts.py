@@ -129,9 +129,9 @@ def final_messages(
         "contradictions, include unique insights that are correct, and cover blind spots. Write only the "
         "answer itself, addressed to the user: do not mention drafts, answers, a panel or a judge."
     )
-    analysis_text = (
-        json.dumps(analysis.model_dump(), ensure_ascii=False, indent=1) if analysis else "(no analysis)"
-    )
+    # pydantic's serialiser: `json.dumps` with an indent runs the pure-Python encoder, whose
+    # closures make a reference cycle on every call.
+    analysis_text = analysis.model_dump_json(indent=1) if analysis else "(no analysis)"
     # The request comes last and unfenced, right before the instruction: small models otherwise
     # echo the fences back instead of answering.
     user = (

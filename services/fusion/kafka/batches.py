@@ -85,19 +85,27 @@ async def each_record(batch: KafkaMessage, handle: Handle) -> None:
     on, as FastStream goes on after a message whose handler raised. Records of partitions a rebalance
     has taken away meanwhile are skipped."""
     traced = tracing_enabled()
-    for record in batch.raw_message:
-        if not _still_assigned(batch.consumer, record):
-            continue
-        try:
-            if traced:
-                with _span_from_producer(record):
+    try:
+        for record in batch.raw_message:
+            if not _still_assigned(batch.consumer, record):
+                continue
+            try:
+                if traced:
+                    with _span_from_producer(record):
+                        await handle(record)
+                else:
                     await handle(record)
-            else:
-                await handle(record)
-        except Exception:
-            log.exception(
-                "message not handled", topic=record.topic, partition=record.partition, offset=record.offset
-            )
+            except Exception:
+                log.exception(
+                    "message not handled",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+    finally:
+        # FastStream caches what `whole_message` decoded (the message itself) on the message: a
+        # reference cycle that only the cyclic garbage collector would free, with the batch's records.
+        batch.clear_cache()
 
 
 def _still_assigned(consumer: object, record: ConsumerRecord[bytes, bytes]) -> bool:

@@ -55,8 +55,7 @@ class AnthropicModel(HttpAdapter):
     async def complete(self, call: ModelCall, on_delta: OnDelta | None = None) -> ModelReply:
         if on_delta is not None:
             return await self._stream(call, on_delta)
-        async with self._errors_mapped():
-            response = await self._client.post(self._url("messages"), json=self._payload(call))
+        response = await self._post("messages", self._payload(call))
         await self._raise_for_status(response)
         try:
             body = response.json()
@@ -82,12 +81,7 @@ class AnthropicModel(HttpAdapter):
     async def _stream(self, call: ModelCall, on_delta: OnDelta) -> ModelReply:
         parts: list[str] = []
         input_tokens = output_tokens = 0
-        async with (
-            self._errors_mapped(),
-            self._client.stream(
-                "POST", self._url("messages"), json={**self._payload(call), "stream": True}
-            ) as response,
-        ):
+        async with self._post_streamed("messages", {**self._payload(call), "stream": True}) as response:
             await self._raise_for_status(response)
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):

@@ -67,8 +67,7 @@ class OpenAICompatModel(HttpAdapter):
     async def complete(self, call: ModelCall, on_delta: OnDelta | None = None) -> ModelReply:
         if on_delta is not None:
             return await self._stream(call, on_delta)
-        async with self._errors_mapped():
-            response = await self._client.post(self._url("chat/completions"), json=self._payload(call))
+        response = await self._post("chat/completions", self._payload(call))
         await self._raise_for_status(response)
         return self._parse(response)
 
@@ -77,10 +76,7 @@ class OpenAICompatModel(HttpAdapter):
         parts: list[str] = []
         usage = Usage()
         cost: Decimal | None = None
-        async with (
-            self._errors_mapped(),
-            self._client.stream("POST", self._url("chat/completions"), json=payload) as response,
-        ):
+        async with self._post_streamed("chat/completions", payload) as response:
             await self._raise_for_status(response)
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -114,8 +110,7 @@ class OpenAICompatModel(HttpAdapter):
 
     async def passthrough(self, body: dict[str, Any]) -> dict[str, Any]:
         """Sends an OpenAI request body as is (the gateway's pass-through and tool loop)."""
-        async with self._errors_mapped():
-            response = await self._client.post(self._url("chat/completions"), json={**body, "stream": False})
+        response = await self._post("chat/completions", {**body, "stream": False})
         await self._raise_for_status(response)
         try:
             reply = response.json()
@@ -127,12 +122,7 @@ class OpenAICompatModel(HttpAdapter):
 
     async def passthrough_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         """Sends a streaming OpenAI request body as is and yields the provider's SSE bytes."""
-        async with (
-            self._errors_mapped(),
-            self._client.stream(
-                "POST", self._url("chat/completions"), json={**body, "stream": True}
-            ) as response,
-        ):
+        async with self._post_streamed("chat/completions", {**body, "stream": True}) as response:
             await self._raise_for_status(response)
             async for chunk in response.aiter_bytes():
                 yield chunk
