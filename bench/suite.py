@@ -8,6 +8,7 @@ Prints a table, writes bench/results/bench.json and bench/results/bench.png.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -224,8 +225,42 @@ async def measure_throughput(
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process, all its threads, so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
+
+
+def jit_cpu_seconds(pid: int) -> float:
+    """CPU time a JVM's JIT compiler threads (C1, C2) have used so far; 0 where there is no such JVM."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            stat = task.read_text()
+            if "CompilerThre" in stat.split(")", 1)[0]:
+                total += _stat_cpu_seconds(stat)
+    return total
+
+
+def _stat_cpu_seconds(stat: str) -> float:
+    fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+WARM_UP_S = 90.0
+"""The broker's JIT compiler is still busy 20 s after it starts (a quarter of a core during the run at
+100 in flight). After 90 s rather than 20 (two runs each) the overhead at 1 in flight was 11.2 and
+12.2 ms against 14.1 and 14.9, and the p99 at 100 in flight 56.9 and 61.4 ms against 67.2 and 70.8."""
+
+
+async def warm_up(client: FusionClient, stack: Stack, duration_s: float) -> None:
+    """Load at 50 in flight while the broker's JIT compiles, with its compiler's CPU every 15 s."""
+    broker = stack.pids().get("broker")
+    load = asyncio.create_task(closed_loop(client, lambda: request("bench-fast"), 50, duration_s))
+    while not load.done():
+        before, started = jit_cpu_seconds(broker) if broker else 0.0, time.monotonic()
+        await asyncio.wait({load}, timeout=min(15.0, duration_s))
+        if broker:
+            share = (jit_cpu_seconds(broker) - before) / (time.monotonic() - started)
+            print(f"  broker's JIT compiler: {100 * share:.0f}% of a core", flush=True)
+    await load
 
 
 async def measure_throughput_cpu(
@@ -312,8 +347,11 @@ async def run(stack: Stack, quick: bool, soak_s: float) -> dict[str, Any]:
     scale = 0.3 if quick else 1.0
     out: dict[str, Any] = {}
     async with FusionClient(stack.settings) as client:
-        print(f"warming up: {20 * scale:.0f} s at 50 in flight (the broker's JIT compiles) ...", flush=True)
-        await closed_loop(client, lambda: request("bench-fast"), 50, 20 * scale)
+        print(
+            f"warming up: {WARM_UP_S * scale:.0f} s at 50 in flight (the broker's JIT compiles) ...",
+            flush=True,
+        )
+        await warm_up(client, stack, WARM_UP_S * scale)
         # This process measures: its own collections (one full collection paused it 100 ms) would
         # count as Fusion's overhead. It collects as rarely as the services do.
         tune_garbage_collector()
@@ -325,9 +363,15 @@ async def run(stack: Stack, quick: bool, soak_s: float) -> dict[str, Any]:
             ("throughput", lambda: measure_peak_throughput(client, stack, 20 * scale)),
             ("rss_mb", lambda: measure_memory_in_flight(client, stack, 1000)),
         ]
+        broker = stack.pids().get("broker")
+        out["broker_jit_cores"] = {}
         for key, step in steps:
             print(f"measuring {key} ...", flush=True)
+            before, started = jit_cpu_seconds(broker) if broker else 0.0, time.monotonic()
             out[key] = await step()
+            if broker:  # how much the broker was still compiling while this was measured
+                spent = jit_cpu_seconds(broker) - before
+                out["broker_jit_cores"][key] = spent / (time.monotonic() - started)
         if soak_s > 0:
             print(f"soak: {soak_s:.0f} s at steady load ...", flush=True)
             out["soak_rss_mb"] = await measure_soak(client, stack, soak_s)
@@ -421,6 +465,10 @@ def report(summary: dict[str, Any]) -> None:
     total = sum(cpu["cores_busy"].values())
     usage.add_row("all", f"{total:.2f} of {os.cpu_count()}", f"{sum(cpu['cpu_ms_per_request'].values()):.2f}")
     Console().print(usage)
+    jit = summary["details"].get("broker_jit_cores", {})
+    if jit:
+        shares = ", ".join(f"{key} {100 * cores:.0f}%" for key, cores in jit.items())
+        Console().print(f"The broker's JIT compiler while each was measured (% of a core): {shares}")
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
