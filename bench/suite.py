@@ -250,15 +250,28 @@ WARM_UP_S = 90.0
 12.2 ms against 14.1 and 14.9, and the p99 at 100 in flight 56.9 and 61.4 ms against 67.2 and 70.8."""
 
 
-async def warm_up(client: FusionClient, stack: Stack, duration_s: float) -> None:
+class JitMeter:
+    """The share of a core the broker's JIT compiler used since the last reading (None: no broker)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._pid = stack.pids().get("broker")
+        self._last = (jit_cpu_seconds(self._pid) if self._pid else 0.0), time.monotonic()
+
+    def share(self) -> float | None:
+        if self._pid is None:
+            return None
+        spent, now = jit_cpu_seconds(self._pid), time.monotonic()
+        share = (spent - self._last[0]) / (now - self._last[1])
+        self._last = spent, now
+        return share
+
+
+async def warm_up(client: FusionClient, jit: JitMeter, duration_s: float) -> None:
     """Load at 50 in flight while the broker's JIT compiles, with its compiler's CPU every 15 s."""
-    broker = stack.pids().get("broker")
     load = asyncio.create_task(closed_loop(client, lambda: request("bench-fast"), 50, duration_s))
     while not load.done():
-        before, started = jit_cpu_seconds(broker) if broker else 0.0, time.monotonic()
         await asyncio.wait({load}, timeout=min(15.0, duration_s))
-        if broker:
-            share = (jit_cpu_seconds(broker) - before) / (time.monotonic() - started)
+        if (share := jit.share()) is not None:
             print(f"  broker's JIT compiler: {100 * share:.0f}% of a core", flush=True)
     await load
 
@@ -351,7 +364,8 @@ async def run(stack: Stack, quick: bool, soak_s: float) -> dict[str, Any]:
             f"warming up: {WARM_UP_S * scale:.0f} s at 50 in flight (the broker's JIT compiles) ...",
             flush=True,
         )
-        await warm_up(client, stack, WARM_UP_S * scale)
+        jit = JitMeter(stack)
+        await warm_up(client, jit, WARM_UP_S * scale)
         # This process measures: its own collections (one full collection paused it 100 ms) would
         # count as Fusion's overhead. It collects as rarely as the services do.
         tune_garbage_collector()
@@ -363,15 +377,13 @@ async def run(stack: Stack, quick: bool, soak_s: float) -> dict[str, Any]:
             ("throughput", lambda: measure_peak_throughput(client, stack, 20 * scale)),
             ("rss_mb", lambda: measure_memory_in_flight(client, stack, 1000)),
         ]
-        broker = stack.pids().get("broker")
         out["broker_jit_cores"] = {}
         for key, step in steps:
             print(f"measuring {key} ...", flush=True)
-            before, started = jit_cpu_seconds(broker) if broker else 0.0, time.monotonic()
+            jit.share()
             out[key] = await step()
-            if broker:  # how much the broker was still compiling while this was measured
-                spent = jit_cpu_seconds(broker) - before
-                out["broker_jit_cores"][key] = spent / (time.monotonic() - started)
+            if (share := jit.share()) is not None:  # how much the broker still compiled meanwhile
+                out["broker_jit_cores"][key] = share
         if soak_s > 0:
             print(f"soak: {soak_s:.0f} s at steady load ...", flush=True)
             out["soak_rss_mb"] = await measure_soak(client, stack, soak_s)

@@ -14,8 +14,7 @@ from typing import Any
 import httpx
 from aiokafka import ConsumerRecord
 from fusion.judge.prompts import LabelledAnswer, final_messages
-from fusion.kafka.batches import each_record
-from fusion.kafka.broker import whole_message
+from fusion.kafka.batches import each_record, whole_message
 from fusion.models import ModelCall
 from fusion.models.anthropic import AnthropicModel
 from fusion.models.openai_compat import OpenAICompatModel

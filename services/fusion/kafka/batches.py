@@ -29,7 +29,6 @@ from faststream.middlewares import AckPolicy
 from fusion_contracts import limits
 from opentelemetry import propagate, trace
 
-from fusion.kafka.broker import whole_message
 from fusion.observability.tracing import TRACER, tracing_enabled
 from fusion.settings import Settings
 
@@ -42,6 +41,12 @@ IDLE_WAIT_MS = 1_000
 """How long one wait for records lasts on an idle consumer; records end it as soon as they arrive."""
 
 Handle = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+
+
+async def whole_message(message: KafkaMessage) -> KafkaMessage:
+    """A subscriber's decoder that hands its handler the message itself (record, consumer, headers);
+    the handler decodes the body with the contract it expects (see `fusion.kafka.dead_letters`)."""
+    return message
 
 
 def batch_subscriber(

@@ -7,7 +7,7 @@ from typing import Any
 
 import structlog
 from aiokafka.errors import KafkaError
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from fusion_contracts import limits
 from pydantic import BaseModel
@@ -30,8 +30,9 @@ def build_broker(settings: Settings, service: str, metrics: FusionMetrics | None
     """While tracing is on, every broker carries the trace context in message headers; given
     `metrics`, it counts and times every message for Prometheus.
 
-    Handlers get the message itself (see `whole_message`) with no dependency injection: resolving a
-    `KafkaMessage` parameter by injection ran a worker thread per message, a third of a service's CPU.
+    Handlers get the message itself (see `fusion.kafka.batches.whole_message`) with no dependency
+    injection: resolving a `KafkaMessage` parameter by injection ran a worker thread per message, a
+    third of a service's CPU.
     """
     middlewares: list[Any] = [KafkaTelemetryMiddleware()] if tracing_enabled() else []
     if metrics is not None:
@@ -47,12 +48,6 @@ def build_broker(settings: Settings, service: str, metrics: FusionMetrics | None
         log_level=logging.DEBUG,
         logger=logging.getLogger("fusion.kafka"),
     )
-
-
-async def whole_message(message: KafkaMessage) -> KafkaMessage:
-    """A subscriber's decoder that hands its handler the message itself (record, consumer, headers);
-    the handler decodes the body with the contract it expects (see `fusion.kafka.dead_letters`)."""
-    return message
 
 
 class Outbox:
