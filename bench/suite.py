@@ -85,6 +85,11 @@ def hops_ms(result: FusedResult, elapsed_ms: float) -> tuple[float, ...] | None:
     )
 
 
+RAMP_UP = 1 / 5
+"""The share of a closed-loop run left uncounted at its start: the callers' first requests all arrive
+at once, a burst (the pipeline filling) that takes seconds to spread out."""
+
+
 async def closed_loop(
     client: FusionClient, make: Callable[[], FusionRequest], concurrency: int, duration_s: float
 ) -> list[tuple[float, FusedResult]]:
@@ -107,9 +112,7 @@ async def measure_overhead(
 ) -> dict[str, Any]:
     started = utc_now()
     runs = await closed_loop(client, lambda: request(preset), concurrency, duration_s)
-    # The callers' first requests all arrive at once, a burst that takes a few seconds to spread
-    # out: counted are the requests sent after a ramp-up, as in the throughput runs.
-    steady = started + timedelta(seconds=duration_s / 5)
+    steady = started + timedelta(seconds=duration_s * RAMP_UP)  # requests sent after the ramp-up
     complete = [
         (elapsed, result)
         for elapsed, result in runs
@@ -205,9 +208,8 @@ async def measure_throughput(
     """Completed fused requests per second in steady state: `concurrency` callers for `duration_s`,
     counting only what completes after a ramp-up (the pipeline filling) and before the end (not the
     requests still in flight then). Also every request completed, and their median latency in ms."""
-    ramp_s = duration_s / 5
     started = time.monotonic()
-    window = (started + ramp_s, started + duration_s)
+    window = (started + duration_s * RAMP_UP, started + duration_s)
     completed: list[tuple[float, float]] = []
 
     async def caller() -> None:
