@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.producer import sender as aiokafka_sender
 from fusion_contracts import FusedResult, PanelPlan, limits, topics
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
@@ -33,6 +34,12 @@ GROUP = "fusion-judges"
 MAX_BATCH = 200
 RETRY_S = 1.0
 TXN_RETRY_BACKOFF_MS = 5
+REFUSED_TXN_START_RETRY_S = 0.002
+"""How soon a transaction whose first partitions were refused asks again. The broker answers a
+commit before it has written the commit's markers, and until they are written it refuses the next
+transaction (CONCURRENT_TRANSACTIONS): at 100 requests in flight, 8-10% of transactions. aiokafka
+then waits a fixed 20 ms (its `BACKOFF_OVERRIDE`), which was the tail of result -> client; one
+retry after 2 ms is nearly always enough (refusals counted per transaction: 8-10% either way)."""
 
 
 @dataclass
@@ -41,6 +48,15 @@ class _Pending:
     result: FusedResult
     headers: list[tuple[str, bytes]]
     done: "asyncio.Future[bool]" = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def retry_refused_transactions_sooner() -> None:
+    """Sets aiokafka's wait after a refused first AddPartitionsToTxn (for the whole process: the
+    judge's producer is its only transactional one)."""
+    if not hasattr(aiokafka_sender, "BACKOFF_OVERRIDE"):
+        log.warning("aiokafka has no BACKOFF_OVERRIDE any more; a refused transaction waits its default")
+        return
+    aiokafka_sender.BACKOFF_OVERRIDE = REFUSED_TXN_START_RETRY_S
 
 
 class TransactionalResults:
@@ -54,6 +70,7 @@ class TransactionalResults:
         self._commits = BackgroundCommits()
 
     async def start(self) -> None:
+        retry_refused_transactions_sooner()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self._settings.kafka_bootstrap,
             transactional_id=f"fusion-judge-{self._settings.instance_id}",
