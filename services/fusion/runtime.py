@@ -47,7 +47,7 @@ def tune_garbage_collector() -> None:
     finds next to nothing to free, yet with the default thresholds (700, 10, 10) it walked the
     objects of every call in flight 20 times a second: at 100 requests in flight the panel worker
     spent 1.2 s of 32 in it, and each collection of the middle generation paused it ~10 ms. With
-    `GC_THRESHOLDS`: 8 collections in those 32 s, 71 ms in all (README "Benchmarks")."""
+    `GC_THRESHOLDS`: 8 collections in those 32 s, 71 ms in all (bench/PERFORMANCE.md)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
@@ -64,7 +64,7 @@ def serve(app: ASGIApp, settings: Settings, service: str, host: str, port: int) 
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=30,
-        # libuv's event loop: 119 -> 137 fused requests/s on the bench (README "Benchmarks");
+        # libuv's event loop: 119 -> 137 fused requests/s on the bench (bench/PERFORMANCE.md);
         # httptools parses the HTTP requests (health, metrics, the gateway's API).
         loop="uvloop",
         http="httptools",

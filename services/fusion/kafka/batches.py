@@ -2,7 +2,7 @@
 
 FastStream runs its whole per-message path (context, middlewares, parser, metrics) for every message it
 hands a handler: under load that was a tenth of a panel worker's and judge's CPU and a fifth of the
-dispatcher's (py-spy, see README "Benchmarks"). A batch subscriber runs that path once per fetch, and
+dispatcher's (py-spy, see bench/PERFORMANCE.md). A batch subscriber runs that path once per fetch, and
 each record is then handled as before, in order, by `each_record`.
 
 Three things a batch would lose are put back here:

@@ -2,7 +2,7 @@
 
 httpx's own pool (httpcore 1.0) walks every pooled connection, with a system call for each, whenever a
 request starts or ends. With 64 calls in flight to one HTTP/1.1 server that walk took more than half
-of a panel worker's CPU (py-spy, see README "Benchmarks"); aiohttp hands out an idle connection in
+of a panel worker's CPU (py-spy, see bench/PERFORMANCE.md); aiohttp hands out an idle connection in
 constant time. Errors come out as the httpx exceptions the adapters already map.
 """
 

@@ -3,7 +3,7 @@
 FastStream's `MetricsManager` calls `labels(...)` on every metric for every message: six lookups per
 message consumed and two per message published, each validating its labels under a lock. Under load
 that was 8-10% of the panel worker's and the judge's CPU and 19% of the dispatcher's (py-spy, see
-README "Benchmarks"). The label sets are few (one per topic and status), so this manager keeps the
+bench/PERFORMANCE.md). The label sets are few (one per topic and status), so this manager keeps the
 child of each one it has seen and updates it directly: the same metrics, the same values.
 """
 
