@@ -39,7 +39,7 @@ REFUSED_TXN_START_RETRY_S = 0.002
 commit before it has written the commit's markers, and until they are written it refuses the next
 transaction (CONCURRENT_TRANSACTIONS): at 100 requests in flight, 8-10% of transactions. aiokafka
 then waits a fixed 20 ms (its `BACKOFF_OVERRIDE`), which was the tail of result -> client; one
-retry after 2 ms is nearly always enough (refusals counted per transaction: 8-10% either way). On a
+retry after 2 ms is nearly always enough (refusals counted per transaction: 8-11% either way). On a
 cluster whose markers take longer to write (replicated partitions), it asks every 2 ms until they
 are: a few more small requests to the transaction coordinator, and no change to what is committed."""
 
