@@ -2,7 +2,8 @@
 
 Garbage in a cycle waits for the cyclic collector, survives into its older generations and makes every
 collection longer; under load those collections paused a service for tens of milliseconds
-(bench/PERFORMANCE.md). Each test runs one hot path with the collector off, then asks it what it had to free.
+(bench/PERFORMANCE.md). Each test runs one hot path with the collector off, then asks it what it had
+to free.
 """
 
 import asyncio

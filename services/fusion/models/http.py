@@ -118,6 +118,6 @@ def _unlink(response: httpx.Response) -> None:
     """httpx leaves a response and the wrapper of its body stream pointing at each other: a reference
     cycle on every call, which only the cyclic garbage collector frees. That was most of a panel
     worker's garbage, and its middle-generation collections paused it ~15 ms each (p50;
-    bench/PERFORMANCE.md). Called once the response is closed, which needs no stream any more; a body read
-    whole stays in `response.content`."""
+    bench/PERFORMANCE.md). Called once the response is closed, which needs no stream any more; a
+    body read whole stays in `response.content`."""
     response.stream = httpx.ByteStream(b"")
