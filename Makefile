@@ -20,7 +20,7 @@ help:
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make bench   overhead, in-process ratio, throughput, quorum tail, memory: table, plot, JSON"
 	@echo "make bench-gateway   the gateway's added latency (stand-in models), table + plot"
-	@echo "make bench-floor     what one bare Kafka hop and one transaction cost on this machine"
+	@echo "make bench-floor     what bare Kafka hops and a transaction cost here (warm broker, 2 min)"
 	@echo "make fuzz    bad messages on every consumed topic: all dead-lettered, counts printed"
 	@echo "make chaos   500 requests while every service is killed twice and the broker restarts"
 

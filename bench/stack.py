@@ -40,13 +40,18 @@ class Stack:
     def pids(self) -> dict[str, int]:
         """Every process of the run on this machine: services, broker, stand-in models, this client."""
         pids = {name: process.pid for name, process in self.services.processes.items()}
-        cache = Path(os.environ.get("FUSION_CACHE", ROOT / ".cache"))
-        broker = cache / f"kafka-{KAFKA_PORT}" / "pid"
-        if broker.exists():
-            pids["broker"] = int(broker.read_text())
+        if (broker := broker_pid()) is not None:
+            pids["broker"] = broker
         pids["stand-in models"] = self.standin_pid
         pids["bench client"] = os.getpid()
         return pids
+
+
+def broker_pid() -> int | None:
+    """The bench broker's process id, while it runs."""
+    cache = Path(os.environ.get("FUSION_CACHE", ROOT / ".cache"))
+    pid_file = cache / f"kafka-{KAFKA_PORT}" / "pid"
+    return int(pid_file.read_text()) if pid_file.exists() else None
 
 
 @contextlib.contextmanager
