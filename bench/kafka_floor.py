@@ -7,8 +7,8 @@ aiokafka clients a produce acknowledgement, a produce-to-consume hop, and a tran
 judge's (two sends, commit) until a `read_committed` consumer sees it. Each is measured two ways:
 
 - back to back, the next step starting as the last ends: the broker's cost on a busy machine;
-- after 20 ms idle, as a request sent alone meets each of its hops: the machine has slept while a
-  model answered, and every process a message wakes must be scheduled again.
+- after 20 ms idle, as a request sent alone meets the hops that follow a model call (the answer and
+  the result): the machine has slept, and every process a message wakes must run again.
 
 One fused request needs three plain hops (request, task, answer) and one transactional hop (result)
 on its critical path. Writes bench/results/kafka_floor.json.
@@ -69,13 +69,11 @@ async def warm_up(steps: list[Step], duration_s: float) -> int:
         for step in steps:
             await step(-1 - rounds)
         rounds += 1
-        if now >= report_at and pid:
-            jit_now = jit_cpu_seconds(pid)
+        if now >= report_at:
+            jit_now = jit_cpu_seconds(pid) if pid else 0.0
             share = (jit_now - jit_before) / (now - clock_before)
-            print(
-                f"  {stop_at - now:3.0f} s left; broker's JIT compiler: {100 * share:.0f}% of a core",
-                flush=True,
-            )
+            jit = f"; broker's JIT compiler: {100 * share:.0f}% of a core" if pid else ""
+            print(f"  {stop_at - now:3.0f} s left{jit}", flush=True)
             jit_before, clock_before, report_at = jit_now, now, now + 15
     return rounds
 
@@ -120,7 +118,7 @@ async def measure() -> dict[str, Any]:
         print(f"warming the broker up: {WARM_UP_S:.0f} s of these steps back to back ...", flush=True)
         rounds = await warm_up(list(steps.values()), WARM_UP_S)
         out: dict[str, Any] = {"warm_up_s": WARM_UP_S, "warm_up_rounds": rounds, "idle_ms": IDLE_MS}
-        print("measuring back to back, then each after 20 ms idle ...", flush=True)
+        print(f"measuring back to back, then each after {IDLE_MS:.0f} ms idle ...", flush=True)
         for mode, samples, idle_s, first in (
             ("back_to_back", BACK_TO_BACK_SAMPLES, 0.0, 0),
             ("after_idle", AFTER_IDLE_SAMPLES, IDLE_MS / 1000, BACK_TO_BACK_SAMPLES),
@@ -133,6 +131,7 @@ async def measure() -> dict[str, Any]:
 
 
 def critical_path_ms(figures: dict[str, dict[str, float]]) -> float:
+    """A fused request's four crossings: three plain hops and one transaction."""
     return 3 * figures["produce_to_consume_ms"]["p50"] + figures["transaction_to_read_committed_ms"]["p50"]
 
 
