@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.stack import broker_pid
-from bench.suite import WARM_UP_S, jit_cpu_seconds
+from bench.suite import WARM_UP_S, JitMeter
 from tests.support.stack import BOOTSTRAP, KAFKA_PORT, run_infra
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,19 +62,17 @@ async def timed(step: Step, samples: int, idle_s: float, first: int) -> dict[str
 async def warm_up(steps: list[Step], duration_s: float) -> int:
     """The steps back to back for `duration_s`, with the broker's JIT compiler's CPU every 15 s:
     measured on a cold broker, a hop cost 2-6 times as much, and differed from run to run."""
-    pid = broker_pid()
-    jit_before, clock_before = (jit_cpu_seconds(pid) if pid else 0.0), time.monotonic()
+    jit = JitMeter(broker_pid())
     stop_at, report_at, rounds = time.monotonic() + duration_s, time.monotonic() + 15, 0
     while (now := time.monotonic()) < stop_at:
         for step in steps:
             await step(-1 - rounds)
         rounds += 1
         if now >= report_at:
-            jit_now = jit_cpu_seconds(pid) if pid else 0.0
-            share = (jit_now - jit_before) / (now - clock_before)
-            jit = f"; broker's JIT compiler: {100 * share:.0f}% of a core" if pid else ""
-            print(f"  {stop_at - now:3.0f} s left{jit}", flush=True)
-            jit_before, clock_before, report_at = jit_now, now, now + 15
+            share = jit.share()
+            compiler = "" if share is None else f"; broker's JIT compiler: {100 * share:.0f}% of a core"
+            print(f"  {stop_at - now:3.0f} s left{compiler}", flush=True)
+            report_at = now + 15
     return rounds
 
 

@@ -31,7 +31,7 @@ from fusion_contracts.common import utc_now
 from rich.console import Console
 from rich.table import Table
 
-from bench.stack import Stack, running_stack
+from bench.stack import Stack, broker_pid, running_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUESTION = [ChatMessage(role="user", content="How fast is it?")]
@@ -255,8 +255,8 @@ WARM_UP_S = 90.0
 class JitMeter:
     """The share of a core the broker's JIT compiler used since the last reading (None: no broker)."""
 
-    def __init__(self, stack: Stack) -> None:
-        self._pid = stack.pids().get("broker")
+    def __init__(self, pid: int | None) -> None:
+        self._pid = pid
         self._last = (jit_cpu_seconds(self._pid) if self._pid else 0.0), time.monotonic()
 
     def share(self) -> float | None:
@@ -366,7 +366,7 @@ async def run(stack: Stack, quick: bool, soak_s: float) -> dict[str, Any]:
             f"warming up: {WARM_UP_S * scale:.0f} s at 50 in flight (the broker's JIT compiles) ...",
             flush=True,
         )
-        jit = JitMeter(stack)
+        jit = JitMeter(broker_pid())
         await warm_up(client, jit, WARM_UP_S * scale)
         # This process measures: its own collections (one full collection paused it 100 ms) would
         # count as Fusion's overhead. It collects as rarely as the services do.
