@@ -26,6 +26,7 @@ from fusion_contracts import ChatMessage, FusedResult, FusionRequest, Policy
 from rich.live import Live
 from rich.text import Text
 
+from bench.figures import percentile
 from bench.stack import Stack, running_stack
 from tests.support.stack import KAFKA_PORT, Services, run_infra
 
@@ -52,11 +53,6 @@ class ChaosReport:
             f" kills={self.kills} broker_restarts={self.broker_restarts}"
             f" p50_ms={self.p50_ms:.0f} p99_ms={self.p99_ms:.0f}"
         )
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values) or [0.0]
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def plan_disruptions(window_s: float, kills_per_service: int, rng: random.Random) -> list[tuple[float, str]]:
@@ -133,8 +129,8 @@ async def run_chaos(
         duplicated=sum(seen[rid] - 1 for rid in received),
         kills=counts["kills"],
         broker_restarts=counts["broker_restarts"],
-        p50_ms=_percentile(list(latencies.values()), 0.5),
-        p99_ms=_percentile(list(latencies.values()), 0.99),
+        p50_ms=percentile(list(latencies.values()), 0.5),
+        p99_ms=percentile(list(latencies.values()), 0.99),
         statuses=statuses,
     )
 

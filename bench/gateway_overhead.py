@@ -23,14 +23,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from bench.figures import percentile
 from bench.stack import running_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def measure(settings: Settings, gateway: str, requests: int) -> dict[str, list[float]]:

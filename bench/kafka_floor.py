@@ -16,7 +16,6 @@ on its critical path. Writes bench/results/kafka_floor.json.
 
 import asyncio
 import json
-import statistics
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from rich.console import Console
 from rich.table import Table
 
+from bench.figures import percentile
 from bench.stack import broker_pid
 from bench.suite import WARM_UP_S, JitMeter
 from tests.support.stack import BOOTSTRAP, KAFKA_PORT, run_infra
@@ -55,8 +55,7 @@ async def timed(step: Step, samples: int, idle_s: float, first: int) -> dict[str
         started = time.perf_counter()
         await step(first + i)
         values.append((time.perf_counter() - started) * 1000)
-    values.sort()
-    return {"p50": statistics.median(values), "p99": values[int(len(values) * 0.99)]}
+    return {"p50": percentile(values, 0.5), "p99": percentile(values, 0.99)}
 
 
 async def warm_up(steps: list[Step], duration_s: float) -> int:

@@ -31,15 +31,19 @@ from fusion_contracts.common import utc_now
 from rich.console import Console
 from rich.table import Table
 
+from bench.figures import (
+    FLAT_MB,
+    Sense,
+    meets,
+    percentile,
+    second_half_growth_mb,
+    start_middle_end,
+    stayed_flat,
+)
 from bench.stack import Stack, broker_pid, running_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUESTION = [ChatMessage(role="user", content="How fast is it?")]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 def request(preset: str, **policy: Any) -> FusionRequest:
@@ -407,20 +411,23 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         "throughput_rps_2x": raw["throughput_2x"]["rps"],
         "quorum_p99_ratio": raw["quorum"]["ratio"],
         "rss_mb": raw["rss_mb"],
+        "soak_growth_mb": {  # over the soak's second half; flat when at most FLAT_MB
+            name: second_half_growth_mb(samples) for name, samples in raw.get("soak_rss_mb", {}).items()
+        },
         "details": raw,
     }
 
 
 Getter = Callable[[dict[str, Any]], float]
 
-TARGETS: list[tuple[str, Getter, float | None, str]] = [
-    ("overhead_ms.p50", lambda s: s["overhead_ms"]["p50"], 15, "≤"),
-    ("overhead_ms.p99", lambda s: s["overhead_ms"]["p99"], 60, "≤"),
-    ("overhead_single_ms.p50", lambda s: s["overhead_single_ms"]["p50"], 10, "≤"),
-    ("inprocess_ratio", lambda s: s["inprocess_ratio"], 1.03, "≤"),
-    ("throughput_rps", lambda s: s["throughput_rps"], 200, "≥"),
-    ("throughput_rps_2x", lambda s: s["throughput_rps_2x"], None, ""),
-    ("quorum_p99_ratio", lambda s: s["quorum_p99_ratio"], 0.5, "≤"),
+TARGETS: list[tuple[str, Getter, tuple[Sense, float] | None]] = [
+    ("overhead_ms.p50", lambda s: s["overhead_ms"]["p50"], ("≤", 15)),
+    ("overhead_ms.p99", lambda s: s["overhead_ms"]["p99"], ("≤", 60)),
+    ("overhead_single_ms.p50", lambda s: s["overhead_single_ms"]["p50"], ("≤", 10)),
+    ("inprocess_ratio", lambda s: s["inprocess_ratio"], ("≤", 1.03)),
+    ("throughput_rps", lambda s: s["throughput_rps"], ("≥", 200)),
+    ("throughput_rps_2x", lambda s: s["throughput_rps_2x"], None),
+    ("quorum_p99_ratio", lambda s: s["quorum_p99_ratio"], ("≤", 0.5)),
 ]
 
 
@@ -428,18 +435,25 @@ def report(summary: dict[str, Any]) -> None:
     table = Table(title="Fusion benchmark (stand-in models, 2 cores)")
     for column in ("figure", "measured", "target", "met"):
         table.add_column(column)
-    for name, get, target, sense in TARGETS:
+    for name, get, target in TARGETS:
         value = get(summary)
-        met = (
-            ""
-            if target is None
-            else ("yes" if (value <= target if sense == "≤" else value >= target) else "NO")
-        )
         table.add_row(
-            name, f"{value:.3f}" if value < 10 else f"{value:.1f}", f"{sense} {target}" if target else "", met
+            name,
+            f"{value:.3f}" if value < 10 else f"{value:.1f}",
+            f"{target[0]} {target[1]}" if target else "",
+            "" if target is None else ("yes" if meets(value, target[1], target[0]) else "NO"),
         )
     for name, peak in summary["rss_mb"].items():
         table.add_row(f"rss_mb.{name} (1000 in flight)", f"{peak:.0f}", "", "")
+    for name, samples in summary["details"].get("soak_rss_mb", {}).items():
+        if not samples:
+            continue
+        table.add_row(
+            f"soak memory (MB), {name}",
+            " → ".join(f"{mb:.1f}" for mb in start_middle_end(samples)),
+            f"2nd half ≤ +{FLAT_MB:.0f}",
+            "yes" if stayed_flat(samples) else f"NO (+{second_half_growth_mb(samples):.1f})",
+        )
     Console().print(table)
     hops = Table(title="Where the overhead goes, per hop (ms, p50 / p99)")
     for column in ("hop", "1 in flight", "100 in flight"):
