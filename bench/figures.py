@@ -20,7 +20,7 @@ def meets(value: float, target: float, sense: Sense) -> bool:
 FLAT_MB = 1.0
 """How much a service's memory may grow over the second half of the soak and still count as flat.
 Python's allocator and the judge's bounded memory of released request ids grow in steps while they
-fill, in the soak's first minutes (the seventh round's judge: one step of 1.4 MB, 75 s in). A leak
+fill, in the soak's first minutes (the seventh round's judge: one step of 1.4 MB, 75–90 s in). A leak
 grows for as long as requests flow: 100 bytes per request at 200 requests/s is 3 MB in 150 s."""
 
 

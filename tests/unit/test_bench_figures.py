@@ -84,7 +84,7 @@ def test_a_target_is_met_on_its_own_side_and_never_by_nothing_measured() -> None
 
 
 def test_memory_is_flat_when_only_its_first_half_grew() -> None:
-    # The seventh round's judge: one step while its bounded memory of released ids filled, 75 s in.
+    # The seventh round's judge: one step while its bounded memory of released ids filled, 75–90 s in.
     judge = [96.40] * 5 + [97.83] * 15
     assert start_middle_end(judge) == (96.40, 97.83, 97.83)
     assert stayed_flat(judge)
