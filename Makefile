@@ -20,7 +20,7 @@ help:
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make bench   overhead, in-process ratio, throughput, quorum tail, memory: table, plot, JSON"
 	@echo "make bench-gateway   the gateway's added latency (stand-in models), table + plot"
-	@echo "make bench-floor     what bare Kafka hops and a transaction cost here (warm broker, 2 min)"
+	@echo "make bench-floor     the floor: bare Kafka hops, then the design's flow on bare relays (5 min)"
 	@echo "make fuzz    bad messages on every consumed topic: all dead-lettered, counts printed"
 	@echo "make chaos   500 requests while every service is killed twice and the broker restarts"
 
@@ -90,6 +90,7 @@ bench-gateway: install
 
 bench-floor: install
 	$(BIN)/python -m bench.kafka_floor
+	$(BIN)/python -m bench.relay_floor
 
 schemas: install
 	$(FUSION) schemas

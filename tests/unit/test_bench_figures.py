@@ -7,6 +7,8 @@ from fusion_contracts.result import FusedResult, JudgeOutcome, MemberOutcome, Ti
 
 from bench.figures import meets, percentile, second_half_growth_mb, start_middle_end, stayed_flat
 from bench.kafka_floor import critical_path_ms
+from bench.relay_floor import Gathering
+from bench.relay_floor import overhead_ms as relay_overhead_ms
 from bench.suite import hops_ms, overhead_ms, summarise
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -125,3 +127,17 @@ def test_the_floors_critical_path_is_three_hops_and_one_transaction() -> None:
         "transaction_to_read_committed_ms": {"p50": 1.5, "p99": 4.0},
     }
     assert math.isclose(critical_path_ms(figures), 3 * 0.5 + 1.5)
+
+
+def test_relay_judge_releases_once_the_plan_and_every_answer_are_in() -> None:
+    gathering = Gathering()
+    assert not gathering.add({"kind": "answer", "latency_ms": 30.0})  # before its plan
+    assert not gathering.add({"kind": "plan", "members": 2, "judge_ms": [20.0, 20.0]})
+    assert gathering.add({"kind": "answer", "latency_ms": 25.0})
+    assert gathering.latencies == [30.0, 25.0]
+    assert gathering.judge_ms == [20.0, 20.0]
+
+
+def test_relay_overhead_is_measured_as_fusions() -> None:
+    result = {"latencies": [21.0, 35.5, 20.5], "judge_latency_ms": 41.0}
+    assert relay_overhead_ms(90.0, result) == 90.0 - 35.5 - 41.0
