@@ -37,13 +37,14 @@ import aiohttp
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from fusion.judge.output import TXN_RETRY_BACKOFF_MS, retry_refused_transactions_sooner
 from fusion.runtime import tune_garbage_collector
 from rich.console import Console
 from rich.table import Table
 
 from bench.figures import percentile
 from bench.stack import broker_pid
-from bench.suite import RAMP_UP, WARM_UP_S, JitMeter, cpu_seconds
+from bench.suite import RAMP_UP, WARM_UP_S, JitMeter, cpu_seconds, with_jit_progress
 from tests.support.stack import BOOTSTRAP, KAFKA_PORT, ROOT, STANDIN_PORT, http_ok, run_infra, wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -192,8 +193,6 @@ async def panel_worker() -> None:
 
 
 async def judge() -> None:
-    from fusion.judge.output import TXN_RETRY_BACKOFF_MS, retry_refused_transactions_sooner
-
     retry_refused_transactions_sooner()
     producer = AIOKafkaProducer(
         bootstrap_servers=BOOTSTRAP,
@@ -320,12 +319,7 @@ async def measure(warm_up_s: float, pids: dict[str, int]) -> dict[str, Any]:
     try:
         await asyncio.wait_for(client.fuse(fast_models()), 60)  # every relay has joined its group
         print(f"warming up: {warm_up_s:.0f} s at 50 in flight ...", flush=True)
-        jit = JitMeter(broker_pid())
-        warm = asyncio.create_task(closed_loop(client, fast_models, 50, warm_up_s))
-        while not warm.done():
-            await asyncio.wait({warm}, timeout=15)
-            if (share := jit.share()) is not None:
-                print(f"  broker's JIT compiler: {100 * share:.0f}% of a core", flush=True)
+        await with_jit_progress(closed_loop(client, fast_models, 50, warm_up_s), JitMeter(broker_pid()))
         out: dict[str, Any] = {"warm_up_s": warm_up_s}
         for key, models, concurrency, duration_s in (
             ("overhead_single_ms", fast_models, 1, 20.0),

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvloop
 from fusion.catalog import load_catalog
@@ -44,6 +44,7 @@ from bench.stack import Stack, broker_pid, running_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUESTION = [ChatMessage(role="user", content="How fast is it?")]
+T = TypeVar("T")
 
 
 def request(preset: str, **policy: Any) -> FusionRequest:
@@ -272,14 +273,20 @@ class JitMeter:
         return share
 
 
-async def warm_up(client: FusionClient, jit: JitMeter, duration_s: float) -> None:
-    """Load at 50 in flight while the broker's JIT compiles, with its compiler's CPU every 15 s."""
-    load = asyncio.create_task(closed_loop(client, lambda: request("bench-fast"), 50, duration_s))
-    while not load.done():
-        await asyncio.wait({load}, timeout=min(15.0, duration_s))
+async def with_jit_progress(load: Awaitable[T], jit: JitMeter, every_s: float = 15.0) -> T:
+    """Awaits `load` (a warm-up), printing the CPU the broker's JIT compiler used every `every_s`."""
+    running = asyncio.ensure_future(load)
+    while not running.done():
+        await asyncio.wait({running}, timeout=every_s)
         if (share := jit.share()) is not None:
             print(f"  broker's JIT compiler: {100 * share:.0f}% of a core", flush=True)
-    await load
+    return await running
+
+
+async def warm_up(client: FusionClient, jit: JitMeter, duration_s: float) -> None:
+    """Load at 50 in flight while the broker's JIT compiles, with its compiler's CPU every 15 s."""
+    load = closed_loop(client, lambda: request("bench-fast"), 50, duration_s)
+    await with_jit_progress(load, jit, min(15.0, duration_s))
 
 
 async def measure_throughput_cpu(
