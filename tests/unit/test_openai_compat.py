@@ -1,5 +1,6 @@
 """fusion.models.openai_compat and fusion.models.registry over httpx.MockTransport (no network)."""
 
+import gzip
 import json
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from fusion.models import (
     ModelUnavailable,
     missing_key,
 )
+from fusion.models.http import Endpoint
 from fusion.models.openai_compat import OpenAICompatModel
 from fusion_contracts import ChatMessage, ModelSpec, Usage
 
@@ -89,8 +91,8 @@ def catalog() -> Catalog:
 
 
 def adapter(recorder: Recorder, structured_output: str = "json_schema") -> OpenAICompatModel:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(recorder), base_url="http://provider.test/v1/")
-    return OpenAICompatModel(client, "prov", structured_output)
+    endpoint = Endpoint("http://provider.test/v1/", httpx.MockTransport(recorder))
+    return OpenAICompatModel(endpoint, "prov", structured_output)
 
 
 async def test_success_parses_text_and_usage() -> None:
@@ -346,6 +348,26 @@ async def test_no_authorization_header_for_keyless_providers() -> None:
     await router.complete(ModelSpec(model="small"), MESSAGES)
     await router.aclose()
     assert "Authorization" not in recorder.requests[0].headers
+
+
+async def test_each_call_carries_the_providers_timeouts_and_a_compressed_reply_is_decoded() -> None:
+    def gzipped(request: httpx.Request) -> httpx.Response:
+        body = gzip.compress(json.dumps(completion("unzipped")).encode())
+        return httpx.Response(200, headers={"content-encoding": "gzip"}, content=body)
+
+    recorder = Recorder(gzipped)
+    router = ModelRouter(catalog(), transport=httpx.MockTransport(recorder))
+    reply = await router.complete(ModelSpec(model="small"), MESSAGES)
+    await router.aclose()
+    assert reply.text == "unzipped"
+    timeout_s = catalog().providers["llama"].timeout_s
+    assert recorder.requests[0].extensions["timeout"] == {
+        "connect": 10.0,
+        "read": timeout_s,
+        "write": timeout_s,
+        "pool": timeout_s,
+    }
+    assert "gzip" in recorder.requests[0].headers["accept-encoding"]
 
 
 @pytest.mark.parametrize("value", [None, ""])

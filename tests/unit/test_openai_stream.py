@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 from fusion.models import ModelCall, ModelError, ModelHTTPError, ModelResponseError
+from fusion.models.http import Endpoint
 from fusion.models.openai_compat import OpenAICompatModel
 from fusion_contracts import ChatMessage, Usage
 
@@ -60,8 +61,8 @@ class Recorder:
 
 
 def adapter(recorder: Recorder) -> OpenAICompatModel:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(recorder), base_url="http://provider.test/v1/")
-    return OpenAICompatModel(client, "prov")
+    endpoint = Endpoint("http://provider.test/v1/", httpx.MockTransport(recorder))
+    return OpenAICompatModel(endpoint, "prov")
 
 
 def streaming(content: bytes | AsyncIterator[bytes], status: int = 200) -> Recorder:

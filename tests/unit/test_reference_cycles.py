@@ -18,6 +18,7 @@ from fusion.judge.prompts import LabelledAnswer, final_messages
 from fusion.kafka.batches import each_record, whole_message
 from fusion.models import ModelCall
 from fusion.models.anthropic import AnthropicModel
+from fusion.models.http import Endpoint
 from fusion.models.openai_compat import OpenAICompatModel
 from fusion_contracts import Analysis, ChatMessage
 
@@ -47,13 +48,13 @@ def cyclic_garbage() -> Iterator[list[str]]:
         gc.enable()
 
 
-def provider(body: dict[str, Any] | bytes) -> httpx.AsyncClient:
+def provider(body: dict[str, Any] | bytes) -> Endpoint:
     def respond(request: httpx.Request) -> httpx.Response:
         if isinstance(body, bytes):
             return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
         return httpx.Response(200, json=body)
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(respond), base_url="http://provider.test/v1/")
+    return Endpoint("http://provider.test/v1/", httpx.MockTransport(respond))
 
 
 def of_httpx(garbage: list[str]) -> list[str]:

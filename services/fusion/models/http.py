@@ -1,7 +1,8 @@
 """What every HTTP model adapter shares: error mapping, status checks, key redaction, token counts."""
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -46,19 +47,39 @@ def reported_cost(value: object) -> Decimal | None:
     return cost if cost.is_finite() and cost >= 0 else None
 
 
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """Where a provider's API is and how to reach it: the base URL its paths join, the headers every
+    call carries (its key among them), each call's timeouts, and the HTTP transport."""
+
+    base_url: str
+    transport: httpx.AsyncBaseTransport
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    timeout: httpx.Timeout = dataclasses.field(default_factory=lambda: httpx.Timeout(60.0, connect=10.0))
+
+
+_DEFAULT_HEADERS = {"accept": "*/*", "accept-encoding": "gzip, deflate", "user-agent": "fusion"}
+
+
 class HttpAdapter:
-    def __init__(self, client: httpx.AsyncClient, provider_name: str, secrets: Sequence[str] = ()) -> None:
-        self._client = client
+    """Hands each request to the transport itself. httpx's client around it (cookie extraction, auth
+    and redirect flows, event hooks, URL and header merging) cost about 0.4 ms of CPU per model call
+    under load and added nothing a provider call needs (bench/PERFORMANCE.md, eleventh round)."""
+
+    def __init__(self, endpoint: Endpoint, provider_name: str, secrets: Sequence[str] = ()) -> None:
+        self._transport = endpoint.transport
+        self._base_url = httpx.URL(endpoint.base_url.rstrip("/") + "/")
+        self._headers = httpx.Headers({**_DEFAULT_HEADERS, **endpoint.headers})
+        self._timeout = endpoint.timeout.as_dict()
         self._provider = provider_name
         self._secrets = tuple(secret for secret in secrets if secret)
         self._urls: dict[str, httpx.URL] = {}
 
     def _url(self, path: str) -> httpx.URL:
-        """`path` under the client's base URL, as httpx joins them, joined once: given the relative
-        path, httpx parses and joins it again on every call (5% of a panel worker's CPU under load)."""
+        """`path` under the base URL, joined once per path."""
         url = self._urls.get(path)
         if url is None:
-            base = self._client.base_url
+            base = self._base_url
             url = self._urls[path] = base.copy_with(raw_path=base.raw_path + path.encode())
         return url
 
@@ -68,26 +89,35 @@ class HttpAdapter:
             text = text.replace(secret, "[redacted]")
         return text
 
+    async def _send(self, path: str, payload: dict[str, Any]) -> httpx.Response:
+        request = httpx.Request(
+            "POST",
+            self._url(path),
+            headers=self._headers,
+            json=payload,
+            extensions={"timeout": self._timeout},
+        )
+        return await self._transport.handle_async_request(request)
+
     async def _post(self, path: str, payload: dict[str, Any]) -> httpx.Response:
         """POSTs `payload` as JSON to `path` and reads the whole reply."""
         async with self._errors_mapped():
-            response = await self._client.post(self._url(path), json=payload)
-        _unlink(response)
+            response = await self._send(path, payload)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         return response
 
     @contextlib.asynccontextmanager
     async def _post_streamed(self, path: str, payload: dict[str, Any]) -> AsyncIterator[httpx.Response]:
         """POSTs `payload` as JSON to `path`; the reply is read while the block runs."""
-        response: httpx.Response | None = None
-        try:
-            async with (
-                self._errors_mapped(),
-                self._client.stream("POST", self._url(path), json=payload) as response,
-            ):
+        async with self._errors_mapped():
+            response = await self._send(path, payload)
+            try:
                 yield response
-        finally:
-            if response is not None:
-                _unlink(response)
+            finally:
+                await response.aclose()
 
     @contextlib.asynccontextmanager
     async def _errors_mapped(self) -> AsyncIterator[None]:
@@ -111,13 +141,4 @@ class HttpAdapter:
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
-
-
-def _unlink(response: httpx.Response) -> None:
-    """httpx leaves a response and the wrapper of its body stream pointing at each other: a reference
-    cycle on every call, which only the cyclic garbage collector frees. That was most of a panel
-    worker's garbage, and its middle-generation collections paused it ~15 ms each (p50;
-    bench/PERFORMANCE.md). Called once the response is closed, which needs no stream any more; a
-    body read whole stays in `response.content`."""
-    response.stream = httpx.ByteStream(b"")
+        await self._transport.aclose()

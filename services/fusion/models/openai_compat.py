@@ -1,4 +1,4 @@
-"""OpenAI-compatible chat completions over httpx: OpenRouter, OpenAI, vLLM, Ollama, llama.cpp, ..."""
+"""OpenAI-compatible chat completions: OpenRouter, OpenAI, vLLM, Ollama, llama.cpp, ..."""
 
 import json
 from collections.abc import AsyncIterator, Sequence
@@ -10,7 +10,7 @@ from fusion_contracts import Usage
 
 from fusion.models.base import ModelCall, ModelReply, OnDelta
 from fusion.models.errors import ModelResponseError
-from fusion.models.http import HttpAdapter, reported_cost, tokens
+from fusion.models.http import Endpoint, HttpAdapter, reported_cost, tokens
 
 
 def _cost(usage: object) -> Decimal | None:
@@ -31,12 +31,12 @@ class OpenAICompatModel(HttpAdapter):
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        endpoint: Endpoint,
         provider_name: str,
         structured_output: str = "json_schema",
         secrets: Sequence[str] = (),
     ) -> None:
-        super().__init__(client, provider_name, secrets)
+        super().__init__(endpoint, provider_name, secrets)
         self._structured_output = structured_output
 
     def _payload(self, call: ModelCall) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from fusion.costs import call_cost
 from fusion.models.anthropic import API_VERSION, AnthropicModel
 from fusion.models.base import ChatModel, ModelCall, ModelReply, OnDelta
 from fusion.models.errors import ModelConfigError
+from fusion.models.http import Endpoint
 from fusion.models.openai_compat import OpenAICompatModel
 from fusion.models.resilience import ProviderLimits, RetryPolicy, with_retries
 from fusion.models.transport import AiohttpTransport
@@ -20,17 +21,14 @@ from fusion.observability.tracing import model_call_span
 AdapterFactory = Callable[[str, Provider, httpx.AsyncBaseTransport | None], ChatModel]
 
 
-def _http_client(
+def _endpoint(
     provider: Provider, headers: dict[str, str], transport: httpx.AsyncBaseTransport | None
-) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=provider.base_url.rstrip("/") + "/",
+) -> Endpoint:
+    return Endpoint(
+        base_url=provider.base_url,
+        transport=transport or AiohttpTransport(provider.max_concurrency),
         headers=headers,
         timeout=httpx.Timeout(provider.timeout_s, connect=10.0),
-        limits=httpx.Limits(
-            max_connections=provider.max_concurrency, max_keepalive_connections=provider.max_concurrency
-        ),
-        transport=transport or AiohttpTransport(provider.max_concurrency),
     )
 
 
@@ -40,7 +38,7 @@ def _openai_adapter(name: str, provider: Provider, transport: httpx.AsyncBaseTra
     if key:
         headers["Authorization"] = f"Bearer {key}"
     return OpenAICompatModel(
-        _http_client(provider, headers, transport), name, provider.structured_output, secrets=[key or ""]
+        _endpoint(provider, headers, transport), name, provider.structured_output, secrets=[key or ""]
     )
 
 
@@ -51,7 +49,7 @@ def _anthropic_adapter(
     key = provider.api_key()
     if key:
         headers["x-api-key"] = key
-    return AnthropicModel(_http_client(provider, headers, transport), name, secrets=[key or ""])
+    return AnthropicModel(_endpoint(provider, headers, transport), name, secrets=[key or ""])
 
 
 ADAPTERS: dict[str, AdapterFactory] = {"openai": _openai_adapter, "anthropic": _anthropic_adapter}
