@@ -4,15 +4,17 @@ import io
 import json
 import logging
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import structlog
 from fusion.cli.timeline import render_timeline, spans
 from fusion.logs import configure_logging
+from fusion.observability.metrics import FusionMetrics
 from fusion.observability.redaction import REDACTED, Redactor
 from fusion.observability.tracing import model_call_span, tracing_enabled
 from fusion.settings import Settings
-from fusion_contracts import FusedResult, JudgeOutcome, MemberOutcome, Timings
+from fusion_contracts import FusedResult, JudgeOutcome, MemberOutcome, Timings, Usage
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -81,7 +83,51 @@ def test_tracing_is_off_unless_an_otlp_endpoint_is_set(monkeypatch: pytest.Monke
     assert not tracing_enabled()
 
 
+def tracing_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+
+
+def test_lines_below_the_level_are_dropped_before_any_processor_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    processed: list[str] = []
+
+    def no_trace() -> None:
+        processed.append("line")
+
+    monkeypatch.setattr("fusion.logs.current_trace_id", no_trace)
+    configure_logging(Settings(log_format="json", log_level="WARNING"), "panel-worker")
+    log = structlog.get_logger("test")
+    try:
+        log.info("member answered", latency_ms=12)
+        assert processed == []
+        log.warning("broker away")
+        assert processed == ["line"]
+    finally:
+        logging.getLogger().handlers.clear()
+        structlog.reset_defaults()
+    assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["broker away"]
+
+
+def test_a_model_call_span_costs_no_tracer_while_tracing_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+
+    def no_tracer(*args: object, **kwargs: object) -> trace.Tracer:
+        raise AssertionError("a tracer was asked for while tracing is off")
+
+    monkeypatch.setattr(trace, "get_tracer", no_tracer)
+    with model_call_span("openrouter", "chat", "gpt-x") as span:
+        span.set_attribute("gen_ai.usage.input_tokens", 3)
+    assert not span.is_recording()
+    with pytest.raises(ValueError, match="bad"), model_call_span("anthropic", "chat", "claude-x"):
+        raise ValueError("bad")
+
+
 def test_a_model_call_span_has_genai_attributes_and_records_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    tracing_on(monkeypatch)
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -102,6 +148,26 @@ def test_a_model_call_span_has_genai_attributes_and_records_errors(monkeypatch: 
     assert failed.attributes is not None
     assert failed.attributes["error.type"] == "ValueError"
     assert failed.events[0].name == "exception"
+
+
+def test_model_call_metrics_count_each_model_and_outcome_apart() -> None:
+    metrics = FusionMetrics()
+    for _ in range(2):
+        metrics.model_call("fast", "ok", 0.2, Usage(input_tokens=10, output_tokens=4), Decimal("0.001"))
+    metrics.model_call("fast", "error", 3.0, Usage(), Decimal(0))
+    metrics.model_call("slow", "ok", 1.5, Usage(input_tokens=1, output_tokens=2), Decimal("0.5"))
+
+    def value(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    assert value("fusion_member_latency_seconds_count", model="fast", status="ok") == 2
+    assert value("fusion_member_latency_seconds_sum", model="fast", status="error") == 3.0
+    assert value("fusion_member_latency_seconds_count", model="slow", status="ok") == 1
+    assert value("fusion_tokens_total", model="fast", direction="input") == 20
+    assert value("fusion_tokens_total", model="fast", direction="output") == 8
+    assert value("fusion_tokens_total", model="slow", direction="output") == 2
+    assert value("fusion_cost_usd_total", model="fast") == pytest.approx(0.002)
+    assert value("fusion_cost_usd_total", model="slow") == 0.5
 
 
 def result() -> FusedResult:

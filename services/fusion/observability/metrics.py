@@ -29,9 +29,24 @@ class FusionMetrics:
         self.deadline_misses = Counter(
             "fusion_deadline_misses", "Results completed after their deadline", registry=r
         )
+        self._children: dict[tuple[str, str], tuple[Histogram, Counter, Counter, Counter]] = {}
 
     def model_call(self, model: str, status: str, seconds: float, usage: Usage, cost: Decimal) -> None:
-        self.member_latency.labels(model=model, status=status).observe(seconds)
-        self.tokens.labels(model=model, direction="input").inc(usage.input_tokens)
-        self.tokens.labels(model=model, direction="output").inc(usage.output_tokens)
-        self.cost.labels(model=model).inc(float(cost))
+        latency, input_tokens, output_tokens, cost_usd = self._model_children(model, status)
+        latency.observe(seconds)
+        input_tokens.inc(usage.input_tokens)
+        output_tokens.inc(usage.output_tokens)
+        cost_usd.inc(float(cost))
+
+    def _model_children(self, model: str, status: str) -> tuple[Histogram, Counter, Counter, Counter]:
+        """The labelled metrics of one model and outcome, looked up once: each `labels()` call checks
+        its labels under a lock, four per model call."""
+        children = self._children.get((model, status))
+        if children is None:
+            children = self._children[(model, status)] = (
+                self.member_latency.labels(model=model, status=status),
+                self.tokens.labels(model=model, direction="input"),
+                self.tokens.labels(model=model, direction="output"),
+                self.cost.labels(model=model),
+            )
+        return children
