@@ -1,4 +1,4 @@
-"""An httpx transport on aiohttp's connection pool: the adapters keep the httpx API.
+"""An httpx transport on aiohttp's connection pool: the adapters keep httpx's requests and responses.
 
 httpx's own pool (httpcore 1.0) walks every pooled connection, with a system call for each, whenever a
 request starts or ends. With 64 calls in flight to one HTTP/1.1 server that walk took more than half
