@@ -29,7 +29,7 @@ from rich.table import Table
 
 from bench.figures import percentile
 from bench.stack import broker_pid
-from bench.suite import WARM_UP_S, JitMeter
+from bench.suite import WARM_UP_S, JitMeter, with_jit_progress
 from tests.support.stack import BOOTSTRAP, KAFKA_PORT, run_infra
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -61,18 +61,16 @@ async def timed(step: Step, samples: int, idle_s: float, first: int) -> dict[str
 async def warm_up(steps: list[Step], duration_s: float) -> int:
     """The steps back to back for `duration_s`, with the broker's JIT compiler's CPU every 15 s:
     measured on a cold broker, a hop cost 2-6 times as much, and differed from run to run."""
-    jit = JitMeter(broker_pid())
-    stop_at, report_at, rounds = time.monotonic() + duration_s, time.monotonic() + 15, 0
-    while (now := time.monotonic()) < stop_at:
-        for step in steps:
-            await step(-1 - rounds)
-        rounds += 1
-        if now >= report_at:
-            share = jit.share()
-            compiler = "" if share is None else f"; broker's JIT compiler: {100 * share:.0f}% of a core"
-            print(f"  {stop_at - now:3.0f} s left{compiler}", flush=True)
-            report_at = now + 15
-    return rounds
+
+    async def back_to_back() -> int:
+        stop_at, rounds = time.monotonic() + duration_s, 0
+        while time.monotonic() < stop_at:
+            for step in steps:
+                await step(-1 - rounds)
+            rounds += 1
+        return rounds
+
+    return await with_jit_progress(back_to_back(), JitMeter(broker_pid()))
 
 
 async def measure() -> dict[str, Any]:
