@@ -1,21 +1,28 @@
-"""Batches: every record handled in order whatever one of them does, and no sleep on an idle consumer."""
+"""Batches: every record handled in order whatever one of them does, no sleep on an idle consumer, and
+each fetch handed to the handler by the consume loop itself, counted as FastStream counts it."""
 
 import time
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from faststream.kafka import KafkaBroker, KafkaMessage
-from fusion.kafka.batches import IDLE_WAIT_MS, MAX_RECORDS, batch_subscriber, each_record
+from faststream.kafka import KafkaBroker
+from fusion.kafka.batches import IDLE_WAIT_MS, MAX_RECORDS, BatchSubscription, Fetched, each_record, fetch
+from fusion.observability.message_metrics import KafkaMessageMetrics
 from fusion.settings import Settings
+from prometheus_client import CollectorRegistry
 
 
 def a_record(offset: int, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
-    return cast(ConsumerRecord, SimpleNamespace(topic="t", partition=partition, offset=offset, headers=()))
+    return cast(
+        ConsumerRecord,
+        SimpleNamespace(topic="t", partition=partition, offset=offset, headers=(), value=b"{}"),
+    )
 
 
-def a_batch(records: tuple[ConsumerRecord[bytes, bytes], ...], consumer: Any = None) -> KafkaMessage:
-    return KafkaMessage(records, b"", consumer=consumer)
+def a_batch(records: tuple[ConsumerRecord[bytes, bytes], ...], consumer: Any = None) -> Fetched:
+    return Fetched(records, consumer)
 
 
 async def test_a_record_whose_handling_raises_does_not_stop_the_rest_of_its_batch() -> None:
@@ -69,16 +76,60 @@ class FetchingConsumer:
 
 
 async def test_an_empty_wait_returns_at_once_and_records_come_in_partition_order() -> None:
-    subscriber = batch_subscriber(KafkaBroker(), "t", "g", Settings())
     first, second = TopicPartition("t", 0), TopicPartition("t", 1)
     consumer = FetchingConsumer({}, {first: [a_record(5), a_record(6)], second: [a_record(9, 1)]})
 
     started = time.monotonic()
-    nothing = await subscriber.get_msg(cast(AIOKafkaConsumer, consumer))
+    nothing = await fetch(cast(AIOKafkaConsumer, consumer))
     waited_s = time.monotonic() - started
-    fetched = await subscriber.get_msg(cast(AIOKafkaConsumer, consumer))
+    fetched = await fetch(cast(AIOKafkaConsumer, consumer))
 
     assert nothing == ()
     assert waited_s < IDLE_WAIT_MS / 1000 / 10  # FastStream's own sleeps IDLE_WAIT_MS after an empty wait
     assert [(record.partition, record.offset) for record in fetched] == [(0, 5), (0, 6), (1, 9)]
     assert consumer.asked == [(IDLE_WAIT_MS, MAX_RECORDS)] * 2
+
+
+def counted(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return (
+        registry.get_sample_value(name, {"app_name": "svc", "broker": "kafka", "handler": "t", **labels})
+        or 0.0
+    )
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_the_consume_loop_hands_each_fetch_to_the_handler_and_counts_it(fails: bool) -> None:
+    registry = CollectorRegistry()
+    broker = KafkaBroker(middlewares=[KafkaMessageMetrics(registry=registry, app_name="svc")])
+    subscription = BatchSubscription(broker, "t", "g", Settings())
+    handled: list[Fetched] = []
+
+    @subscription
+    async def handle(batch: Fetched) -> None:
+        handled.append(batch)
+        if fails:
+            raise RuntimeError("boom")
+
+    loop = subscription.subscriber
+    loop.running = True
+    fetches = FetchingConsumer({}, {TopicPartition("t", 0): [a_record(5), a_record(6)]})
+    consumer = cast(AIOKafkaConsumer, fetches)
+    assert await loop.get_msg(consumer) is None  # nothing fetched: the loop hands nothing over
+    batch = await loop.get_msg(consumer)
+    await loop.consume_one(batch)  # a handler that raises is logged; the loop goes on
+
+    assert [(b.consumer, [r.offset for r in b.records]) for b in handled] == [(consumer, [5, 6])]
+    assert counted(registry, "faststream_received_messages_total") == 2
+    assert counted(registry, "faststream_received_messages_size_bytes_sum") == 4
+    assert counted(registry, "faststream_received_messages_in_process") == 0
+    status = "error" if fails else "acked"
+    assert counted(registry, "faststream_received_processed_messages_total", status=status) == 2
+    if fails:
+        assert (
+            counted(
+                registry,
+                "faststream_received_processed_messages_exceptions_total",
+                exception_type="RuntimeError",
+            )
+            == 1
+        )

@@ -10,19 +10,20 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from aiokafka import ConsumerRecord
+from faststream.kafka import KafkaMessage
 from fusion.judge.prompts import LabelledAnswer, final_messages
-from fusion.kafka.batches import each_record, whole_message
+from fusion.kafka.batches import Fetched, each_record, hand_over, whole_message
 from fusion.models import ModelCall
 from fusion.models.anthropic import AnthropicModel
 from fusion.models.http import Endpoint
 from fusion.models.openai_compat import OpenAICompatModel
 from fusion_contracts import Analysis, ChatMessage
 
-from tests.unit.test_batches import a_batch, a_record
+from tests.unit.test_batches import a_record
 
 HI = [ChatMessage(role="user", content="6 x 7?")]
 OPENAI_OK = {"choices": [{"message": {"content": "forty-two"}}], "usage": {"prompt_tokens": 3}}
@@ -95,12 +96,15 @@ async def test_a_handled_batch_leaves_no_cycle() -> None:
     async def handle(record: ConsumerRecord[bytes, bytes]) -> None:
         handled.append(record.offset)
 
-    with cyclic_garbage() as garbage:
-        batch = a_batch((a_record(1), a_record(2)))
-        batch.set_decoder(whole_message)
-        assert await batch.decode() is batch  # as FastStream decodes it before the handler runs
+    async def handle_batch(batch: Fetched) -> None:
         await each_record(batch, handle)
-        del batch
+
+    with cyclic_garbage() as garbage:
+        message = KafkaMessage((a_record(1), a_record(2)), b"", consumer=cast(Any, None))
+        message.set_decoder(whole_message)
+        assert await message.decode() is message  # as FastStream decodes it before the handler runs
+        await hand_over(message, handle_batch)
+        del message
     assert handled == [1, 2]
     assert [name for name in garbage if "faststream" in name] == []
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import structlog
 from aiokafka import ConsumerRecord
 from faststream.asgi import AsgiFastStream
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker
 from fusion_contracts import FusedResult, FusionRequest, ReplyTo, topics
 from fusion_contracts.common import RequestId, utc_now
 from pydantic import TypeAdapter, ValidationError
@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from fusion.catalog import Catalog
 from fusion.concurrency import BoundedPool
 from fusion.dispatcher.planning import Rejection, plan_request, rejected_result
-from fusion.kafka.batches import batch_subscriber, each_record
+from fusion.kafka.batches import BatchSubscription, Fetched, each_record
 from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away
 from fusion.kafka.commits import OffsetCommitter, drain_and_commit
 from fusion.kafka.dead_letters import Inbox, Invalid
@@ -129,10 +129,10 @@ def register(
     # Requests are dispatched side by side in the background. An offset is committed only once every
     # request before it on its partition is dispatched (plan and tasks acknowledged), so a dispatcher
     # that dies mid-way has those requests delivered again rather than lost.
-    subscriber = batch_subscriber(broker, topics.REQUESTS, "fusion-dispatcher", settings)
+    subscriber = BatchSubscription(broker, topics.REQUESTS, "fusion-dispatcher", settings)
 
     @subscriber
-    async def on_requests(batch: KafkaMessage) -> None:
+    async def on_requests(batch: Fetched) -> None:
         async def on_request(record: ConsumerRecord[bytes, bytes]) -> None:
             done = dispatcher.committer.started(record, batch.consumer)
             request = await inbox.decode(record, _REQUEST)

@@ -9,7 +9,7 @@ import structlog
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker
 from fusion_contracts import (
     AnswerChunk,
     AnswersMessage,
@@ -29,7 +29,7 @@ from fusion.judge.gathering import Gathering, Gatherings
 from fusion.judge.ledger import Ledger
 from fusion.judge.output import GROUP, OwnedPartitions, ReleasedMarkers, TransactionalResults
 from fusion.judge.streaming import ChunkPublisher
-from fusion.kafka.batches import batch_subscriber, each_record
+from fusion.kafka.batches import BatchSubscription, Fetched, each_record
 from fusion.kafka.broker import Outbox, build_broker
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.models import CompletesChat, ModelRouter
@@ -276,7 +276,7 @@ def register(
 
     # Offsets are committed by hand after each result's transaction, only past the requests already
     # released (see `fusion.judge.output`). The handler itself never waits on a model call.
-    subscriber = batch_subscriber(
+    subscriber = BatchSubscription(
         broker,
         topics.ANSWERS,
         GROUP,
@@ -286,10 +286,10 @@ def register(
     )
 
     @subscriber
-    async def on_answers(batch: KafkaMessage) -> None:
+    async def on_answers(batch: Fetched) -> None:
         if exactly_once:
             owned.consumer = batch.consumer
-            await markers.ensure({record.partition for record in batch.raw_message})
+            await markers.ensure({record.partition for record in batch.records})
         await each_record(batch, on_answer)
 
     async def on_answer(record: ConsumerRecord[bytes, bytes]) -> None:

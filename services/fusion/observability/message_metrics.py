@@ -7,8 +7,12 @@ bench/PERFORMANCE.md). The label sets are few (one per topic and status), so thi
 child of each one it has seen and updates it directly: the same metrics, the same values.
 """
 
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from aiokafka import ConsumerRecord
 from faststream._internal.context.repository import ContextRepo
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.prometheus.container import MetricsContainer
@@ -120,12 +124,44 @@ class LabelCachingMetricsManager(MetricsManager):
         self._published_exceptions(self._app_name, broker, destination, exception_type).inc()
 
 
+class ReceivedMetrics:
+    """What FastStream's middleware counts for a consumed batch, for a subscriber that hands its
+    batches to the handler without FastStream's per-message path (`fusion.kafka.batches`)."""
+
+    def __init__(self, manager: MetricsManager, topic: str) -> None:
+        self._manager = manager
+        self._topic = topic
+
+    @contextmanager
+    def handling(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> Iterator[None]:
+        manager, topic, count = self._manager, self._topic, len(records)
+        manager.add_received_message("kafka", topic, count)
+        manager.observe_received_messages_size("kafka", topic, sum(len(r.value or b"") for r in records))
+        manager.add_received_message_in_process("kafka", topic, count)
+        status = ProcessingStatus.acked
+        started = time.perf_counter()
+        try:
+            yield
+        except Exception as error:
+            status = ProcessingStatus.error
+            manager.add_received_processed_message_exception("kafka", topic, type(error).__name__)
+            raise
+        finally:
+            manager.observe_received_processed_message_duration(time.perf_counter() - started, "kafka", topic)
+            manager.remove_received_message_in_process("kafka", topic, count)
+            manager.add_received_processed_message("kafka", topic, status, count)
+
+
 class KafkaMessageMetrics(KafkaPrometheusMiddleware):
     """FastStream's Kafka Prometheus middleware on the label-caching manager, with no custom labels."""
 
     def __init__(self, *, registry: CollectorRegistry, app_name: str) -> None:
         super().__init__(registry=registry, app_name=app_name)
         self._metrics_manager = LabelCachingMetricsManager(self._metrics_container, app_name=app_name)
+
+    def received(self, topic: str) -> ReceivedMetrics:
+        """The counts of batches consumed from `topic`, kept in this middleware's metrics."""
+        return ReceivedMetrics(self._metrics_manager, topic)
 
     def __call__(self, msg: Any, /, *, context: ContextRepo) -> BasePrometheusMiddleware[Any, Any]:
         # FastStream's own makes it through a subscripted generic, `BasePrometheusMiddleware[...](...)`,

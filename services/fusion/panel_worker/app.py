@@ -5,14 +5,14 @@ from collections.abc import Callable
 import structlog
 from aiokafka import ConsumerRecord
 from faststream.asgi import AsgiFastStream
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker
 from fusion_contracts import PanelAnswer, PanelTask, topics
 from fusion_contracts.common import utc_now
 from pydantic import TypeAdapter
 
 from fusion.catalog import Catalog
 from fusion.concurrency import BoundedPool
-from fusion.kafka.batches import batch_subscriber, each_record
+from fusion.kafka.batches import BatchSubscription, Fetched, each_record
 from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away
 from fusion.kafka.commits import OffsetCommitter, drain_and_commit
 from fusion.kafka.dead_letters import Inbox, Invalid
@@ -95,10 +95,10 @@ def register(
 
     # Offsets are committed by hand, each once every earlier task of its partition is answered: a
     # worker killed mid-call leaves its tasks to another worker (the judge keeps one answer per member).
-    subscriber = batch_subscriber(broker, topics.TASKS, "fusion-panel-workers", settings)
+    subscriber = BatchSubscription(broker, topics.TASKS, "fusion-panel-workers", settings)
 
     @subscriber
-    async def on_tasks(batch: KafkaMessage) -> None:
+    async def on_tasks(batch: Fetched) -> None:
         async def on_task(record: ConsumerRecord[bytes, bytes]) -> None:
             done = worker.committer.started(record, batch.consumer)
             task = await inbox.decode(record, _TASK)
