@@ -152,6 +152,27 @@ class ReceivedMetrics:
             manager.add_received_processed_message("kafka", topic, status, count)
 
 
+class PublishedMetrics:
+    """What FastStream's middleware counts for a published message, for messages handed to aiokafka
+    without FastStream's publish path (`fusion.kafka.broker.Outbox`)."""
+
+    def __init__(self, manager: MetricsManager) -> None:
+        self._manager = manager
+
+    @contextmanager
+    def publishing(self, topic: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        except Exception as error:
+            self._manager.add_published_message_exception("kafka", topic, type(error).__name__)
+            self._manager.add_published_message("kafka", topic, PublishingStatus.error)
+            raise
+        finally:
+            self._manager.observe_published_message_duration(time.perf_counter() - started, "kafka", topic)
+        self._manager.add_published_message("kafka", topic, PublishingStatus.success)
+
+
 class KafkaMessageMetrics(KafkaPrometheusMiddleware):
     """FastStream's Kafka Prometheus middleware on the label-caching manager, with no custom labels."""
 
@@ -162,6 +183,10 @@ class KafkaMessageMetrics(KafkaPrometheusMiddleware):
     def received(self, topic: str) -> ReceivedMetrics:
         """The counts of batches consumed from `topic`, kept in this middleware's metrics."""
         return ReceivedMetrics(self._metrics_manager, topic)
+
+    def published(self) -> PublishedMetrics:
+        """The counts of messages published, kept in this middleware's metrics."""
+        return PublishedMetrics(self._metrics_manager)
 
     def __call__(self, msg: Any, /, *, context: ContextRepo) -> BasePrometheusMiddleware[Any, Any]:
         # FastStream's own makes it through a subscripted generic, `BasePrometheusMiddleware[...](...)`,
