@@ -20,12 +20,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.producer import sender as aiokafka_sender
 from fusion_contracts import FusedResult, PanelPlan, limits, topics
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry import propagate
 
 from fusion.judge.ledger import Ledger
+from fusion.kafka.broker import publish_span
 from fusion.kafka.codec import encode
 from fusion.kafka.commits import BackgroundCommits
+from fusion.observability.tracing import tracing_enabled
 from fusion.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -70,6 +71,7 @@ class TransactionalResults:
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._commits = BackgroundCommits()
+        self._traced = tracing_enabled()
 
     async def start(self) -> None:
         retry_refused_transactions_sooner()
@@ -136,10 +138,9 @@ class TransactionalResults:
     async def _transaction(self, batch: list[_Pending]) -> None:
         producer = self._producer
         assert producer is not None
-        tracer = trace.get_tracer("fusion")
         async with producer.transaction():
             for item in batch:
-                await self._send(producer, tracer, item)
+                await self._send(producer, item)
 
     def _commit_offsets_soon(self, partitions: set[int]) -> None:
         """Past every request released so far on these partitions, for those still assigned."""
@@ -154,20 +155,17 @@ class TransactionalResults:
         }
         self._commits.due(consumer, offsets)
 
-    async def _send(self, producer: AIOKafkaProducer, tracer: trace.Tracer, item: _Pending) -> None:
+    async def _send(self, producer: AIOKafkaProducer, item: _Pending) -> None:
         reply_to = item.plan.reply_to
         topic = reply_to.topic if reply_to else topics.RESULTS
         key = topics.request_key(item.plan.request_id)
-        context = propagate.extract({k: v.decode() for k, v in item.headers})
-        with tracer.start_as_current_span(f"{topic} publish", context=context, kind=SpanKind.PRODUCER):
-            headers: dict[str, str] = {"content-type": "application/json"}
-            propagate.inject(headers)
+        with publish_span(topic, self._traced, parent=item.headers) as headers:
             await producer.send(
                 topic,
                 encode(item.result),
                 key=key,
                 partition=reply_to.partition if reply_to else None,
-                headers=[(k, v.encode()) for k, v in headers.items()],
+                headers=headers,
             )
         await producer.send(topics.RELEASED, b"", key=key)
 

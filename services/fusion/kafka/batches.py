@@ -22,7 +22,7 @@ Three things a batch would lose are put back here:
 """
 
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, TypeAlias
@@ -35,7 +35,7 @@ from faststream.middlewares import AckPolicy
 from fusion_contracts import limits
 from opentelemetry import propagate, trace
 
-from fusion.observability.message_metrics import KafkaMessageMetrics, ReceivedMetrics
+from fusion.observability.message_metrics import ReceivedMetrics, message_metrics_of
 from fusion.observability.tracing import TRACER, tracing_enabled
 from fusion.settings import Settings
 
@@ -98,9 +98,8 @@ class BatchSubscription:
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             **options,
         )
-        self._received = next(
-            (m.received(topic) for m in broker.middlewares if isinstance(m, KafkaMessageMetrics)), None
-        )
+        metrics = message_metrics_of(broker)
+        self._received = metrics.received(topic) if metrics else None
 
     def __call__(self, handle: HandleBatch) -> HandleBatch:
         async def through_faststream(message: KafkaMessage) -> None:
@@ -112,8 +111,8 @@ class BatchSubscription:
 
 
 async def hand_over(message: KafkaMessage, handle: HandleBatch) -> None:
-    """A batch that came through FastStream's path (tracing on, or its in-memory test broker), handed
-    to `handle` as a `Fetched`."""
+    """A batch that came through FastStream's path (its in-memory test broker), handed to `handle` as
+    a `Fetched`."""
     consumer = message.consumer if isinstance(message.consumer, AIOKafkaConsumer) else None
     try:
         await handle(Fetched(tuple(message.raw_message), consumer))
@@ -136,11 +135,8 @@ def _straight_to(subscriber: Any, handle: HandleBatch, received: ReceivedMetrics
             return
         with subscriber.lock:  # FastStream's graceful stop waits for it
             try:
-                if received is None:
+                with received.handling(batch.records) if received else nullcontext():
                     await handle(batch)
-                else:
-                    with received.handling(batch.records):
-                        await handle(batch)
             except Exception:
                 log.exception("batch not handled", topic=batch.records[0].topic, records=len(batch.records))
 

@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import structlog
@@ -16,7 +16,7 @@ from opentelemetry import propagate, trace
 from pydantic import BaseModel
 
 from fusion.kafka.codec import encode
-from fusion.observability.message_metrics import KafkaMessageMetrics
+from fusion.observability.message_metrics import KafkaMessageMetrics, message_metrics_of
 from fusion.observability.metrics import FusionMetrics
 from fusion.observability.tracing import TRACER, tracing_enabled
 from fusion.settings import Settings
@@ -67,9 +67,8 @@ class Outbox:
     def __init__(self, broker: KafkaBroker) -> None:
         self._broker = broker
         self._traced = tracing_enabled()
-        self._published = next(
-            (m.published() for m in broker.middlewares if isinstance(m, KafkaMessageMetrics)), None
-        )
+        metrics = message_metrics_of(broker)
+        self._published = metrics.published() if metrics else None
 
     async def send(self, topic: str, message: BaseModel, key: bytes, partition: int | None = None) -> None:
         body = encode(message)
@@ -78,19 +77,25 @@ class Outbox:
             await self._broker.publish(body, topic=topic, key=key, partition=partition, headers=_HEADERS)
             return
         metered = self._published.publishing(topic) if self._published else contextlib.nullcontext()
-        with metered, _publish_span(topic, self._traced) as headers:
+        with metered, publish_span(topic, self._traced) as headers:
             sent = await producer.send(topic, body, key=key, partition=partition, headers=headers)
             await sent
 
 
 @contextlib.contextmanager
-def _publish_span(topic: str, traced: bool) -> Iterator[list[tuple[str, bytes]]]:
+def publish_span(
+    topic: str, traced: bool, parent: Sequence[tuple[str, bytes]] = ()
+) -> Iterator[list[tuple[str, bytes]]]:
     """The headers of a message to `topic`: while tracing is on, in a producer span whose context they
-    carry (as FastStream's telemetry middleware does)."""
+    carry (as FastStream's telemetry middleware does). The span's parent is the current span, or the
+    context that `parent` (headers) carries."""
     if not traced:
         yield _HEADER_LIST
         return
-    with trace.get_tracer(TRACER).start_as_current_span(f"{topic} publish", kind=trace.SpanKind.PRODUCER):
+    context = propagate.extract({name: value.decode() for name, value in parent}) if parent else None
+    with trace.get_tracer(TRACER).start_as_current_span(
+        f"{topic} publish", context=context, kind=trace.SpanKind.PRODUCER
+    ):
         carrier = dict(_HEADERS)
         propagate.inject(carrier)
         yield [(name, value.encode()) for name, value in carrier.items()]

@@ -198,3 +198,8 @@ class KafkaMessageMetrics(KafkaPrometheusMiddleware):
             context=context,
             custom_labels={},
         )
+
+
+def message_metrics_of(broker: Any) -> KafkaMessageMetrics | None:
+    """The `KafkaMessageMetrics` among a FastStream broker's middlewares, if it has them."""
+    return next((m for m in broker.middlewares if isinstance(m, KafkaMessageMetrics)), None)
