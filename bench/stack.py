@@ -6,6 +6,7 @@ It uses the test ports (see tests/support/stack.py): do not run a benchmark whil
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -55,7 +56,27 @@ def broker_pid() -> int | None:
 
 
 @contextlib.contextmanager
+def unwound_on_sigterm() -> Iterator[None]:
+    """A SIGTERM (a job's timeout, `kill`) unwinds the run as Ctrl-C does, so the broker, the stand-in
+    and the services are stopped with it rather than left running."""
+
+    def exit_now(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def running_stack(scratch: Path, gateways: int = 1, standin_latency_ms: float = 20) -> Iterator[Stack]:
+    with unwound_on_sigterm():
+        yield from _stack(scratch, gateways, standin_latency_ms)
+
+
+def _stack(scratch: Path, gateways: int, standin_latency_ms: float) -> Iterator[Stack]:
     catalog = test_catalog(scratch / "catalog.toml")
     run_infra("kafka.sh", "reset", KAFKA_PORT=str(KAFKA_PORT))
     run_infra("kafka.sh", "start", KAFKA_PORT=str(KAFKA_PORT))
