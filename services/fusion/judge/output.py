@@ -100,7 +100,8 @@ class TransactionalResults:
     async def publish(self, plan: PanelPlan, result: FusedResult) -> bool:
         """Waits until the result is committed; False when its partition moved to another judge."""
         headers: dict[str, str] = {}
-        propagate.inject(headers)
+        if self._traced:  # the context the result's span will be a child of (`publish_span`)
+            propagate.inject(headers)
         pending = _Pending(plan, result, [(k, v.encode()) for k, v in headers.items()])
         await self._queue.put(pending)
         return await pending.done
