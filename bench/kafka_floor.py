@@ -30,7 +30,7 @@ from rich.table import Table
 from bench.figures import percentile
 from bench.stack import broker_pid
 from bench.suite import WARM_UP_S, JitMeter, with_jit_progress
-from tests.support.stack import BOOTSTRAP, KAFKA_PORT, run_infra
+from fusion_testing.stack import BOOTSTRAP, KAFKA_PORT, run_infra
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BACK_TO_BACK_SAMPLES = 500

@@ -1,5 +1,5 @@
-"""The floor under Fusion's overhead for DESIGN.md's flow: the same processes, Kafka crossings and
-model calls as Fusion, with nothing in them but bare aiokafka relays.
+"""The floor under Fusion's overhead for the design's flow (docs/architecture.md): the same processes,
+Kafka crossings and model calls as Fusion, with nothing in them but bare aiokafka relays.
 
     python -m bench.relay_floor [--warm-up 90]
 
@@ -45,7 +45,7 @@ from rich.table import Table
 from bench.figures import percentile
 from bench.stack import broker_pid
 from bench.suite import RAMP_UP, WARM_UP_S, JitMeter, cpu_seconds, with_jit_progress
-from tests.support.stack import BOOTSTRAP, KAFKA_PORT, ROOT, STANDIN_PORT, http_ok, run_infra, wait_until
+from fusion_testing.stack import BOOTSTRAP, KAFKA_PORT, ROOT, STANDIN_URL, run_infra, running_standin
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REQUESTS, TASKS, ANSWERS, RESULTS_TOPIC, RELEASED = (
@@ -115,7 +115,7 @@ class Models:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=1024), json_serialize=json.dumps
         )
-        self._url = f"http://127.0.0.1:{STANDIN_PORT}/v1/chat/completions"
+        self._url = f"{STANDIN_URL}/v1/chat/completions"
 
     async def call(self, ms: float) -> float:
         """One call of a model that takes `ms`: its latency as the services measure it, in ms."""
@@ -353,28 +353,21 @@ async def create_topics() -> None:
 def relays() -> Iterator[dict[str, int]]:
     """The stand-in model server, as `make bench` starts it, and the three relays, as processes; yields
     every process of the run by name (with the broker and this client)."""
-    standin = subprocess.Popen([sys.executable, "-m", "fusion.standin", "--port", str(STANDIN_PORT)])
-    processes = [standin]
-    try:
-        wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{STANDIN_PORT}/v1/stats"),
-            30,
-            "stand-in",
-            lambda: standin.poll() is None,
-        )
-        processes += [
+    with running_standin() as standin:
+        processes = [
             subprocess.Popen([sys.executable, "-m", "bench.relay_floor", "--role", role], cwd=ROOT)
             for role in ROLES
         ]
-        pids = {"stand-in models": standin.pid, "bench client": os.getpid()}
-        pids |= {role: process.pid for role, process in zip(ROLES, processes[1:], strict=True)}
-        if (broker := broker_pid()) is not None:
-            pids["broker"] = broker
-        yield pids
-    finally:
-        for process in processes:
-            process.kill()
-            process.wait()
+        try:
+            pids = {"stand-in models": standin.pid, "bench client": os.getpid()}
+            pids |= {role: process.pid for role, process in zip(ROLES, processes, strict=True)}
+            if (broker := broker_pid()) is not None:
+                pids["broker"] = broker
+            yield pids
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait()
 
 
 def report(out: dict[str, Any]) -> None:

@@ -1,14 +1,12 @@
 """The whole stack as processes for a benchmark run: broker, stand-in models, services, gateways.
 
-It uses the test ports (see tests/support/stack.py): do not run a benchmark while the tests run.
+It uses the test ports (see fusion_testing/stack.py): do not run a benchmark while the tests run.
 """
 
 import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +14,16 @@ from pathlib import Path
 from fusion.kafka.admin import create_topics
 from fusion.settings import Settings
 
-from tests.support.stack import (
+from fusion_testing.stack import (
     BOOTSTRAP,
+    CATALOG,
     GATEWAY_PORTS,
     KAFKA_PORT,
     ROOT,
-    STANDIN_PORT,
+    STANDIN_URL,
     Services,
-    http_ok,
     run_infra,
-    test_catalog,
-    wait_until,
+    running_standin,
 )
 
 
@@ -77,39 +74,23 @@ def running_stack(scratch: Path, gateways: int = 1, standin_latency_ms: float = 
 
 
 def _stack(scratch: Path, gateways: int, standin_latency_ms: float) -> Iterator[Stack]:
-    catalog = test_catalog(scratch / "catalog.toml")
-    run_infra("kafka.sh", "reset", KAFKA_PORT=str(KAFKA_PORT))
-    run_infra("kafka.sh", "start", KAFKA_PORT=str(KAFKA_PORT))
-    standin = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fusion.standin",
-            "--port",
-            str(STANDIN_PORT),
-            "--latency-ms",
-            str(standin_latency_ms),
-        ]
-    )
-    standin_url = f"http://127.0.0.1:{STANDIN_PORT}"
     env = {
         **os.environ,
         "FUSION_KAFKA_BOOTSTRAP": BOOTSTRAP,
-        "FUSION_CATALOG": str(catalog),
+        "FUSION_CATALOG": str(CATALOG),
         "FUSION_LOG_LEVEL": "WARNING",
         "FUSION_LOG_FORMAT": "json",
     }
     services = Services(env=env, log_dir=scratch)
-    settings = Settings(kafka_bootstrap=BOOTSTRAP, catalog=catalog, instance_id="bench")
-    try:
-        wait_until(lambda: http_ok(f"{standin_url}/v1/stats"), 30, "stand-in", lambda: standin.poll() is None)
+    settings = Settings(kafka_bootstrap=BOOTSTRAP, catalog=CATALOG, instance_id="bench")
+    with contextlib.ExitStack() as undo:  # stops what started, in reverse order, however the run ends
+        run_infra("kafka.sh", "reset", KAFKA_PORT=str(KAFKA_PORT))
+        run_infra("kafka.sh", "start", KAFKA_PORT=str(KAFKA_PORT))
+        undo.callback(run_infra, "kafka.sh", "stop", KAFKA_PORT=str(KAFKA_PORT))
+        standin = undo.enter_context(running_standin(standin_latency_ms))
+        undo.callback(services.stop_all)
         asyncio.run(create_topics(settings))
         for name in ("dispatcher", "panel-worker", "judge"):
             services.start(name)
         urls = [services.start_gateway(f"gateway-{i}", GATEWAY_PORTS[i]) for i in range(gateways)]
-        yield Stack(settings, services, urls, standin_url, standin.pid)
-    finally:
-        services.stop_all()
-        standin.kill()
-        standin.wait()
-        run_infra("kafka.sh", "stop", KAFKA_PORT=str(KAFKA_PORT))
+        yield Stack(settings, services, urls, STANDIN_URL, standin.pid)

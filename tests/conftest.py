@@ -1,10 +1,7 @@
 """Session fixtures for the real parts. Unit and component tests use none of them."""
 
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 from fusion.client import FusionClient
@@ -12,19 +9,18 @@ from fusion.kafka.admin import create_topics
 from fusion.observability.tracing import configure_tracing
 from fusion.settings import Settings
 
-from tests.support.otlp import Receiver
-from tests.support.stack import (
+from fusion_testing.stack import (
     BOOTSTRAP,
+    CATALOG,
     GATEWAY_PORTS,
     KAFKA_PORT,
     LOCAL_MODELS_PORT,
-    STANDIN_PORT,
+    STANDIN_URL,
     Services,
-    http_ok,
     run_infra,
-    test_catalog,
-    wait_until,
+    running_standin,
 )
+from tests.support.otlp import Receiver
 
 
 @pytest.fixture(scope="session")
@@ -39,13 +35,8 @@ def kafka() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def catalog_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return test_catalog(tmp_path_factory.mktemp("catalog") / "catalog.toml")
-
-
-@pytest.fixture(scope="session")
-def settings(kafka: str, catalog_file: Path) -> Settings:
-    return Settings(kafka_bootstrap=kafka, catalog=catalog_file, instance_id="tests")
+def settings(kafka: str) -> Settings:
+    return Settings(kafka_bootstrap=kafka, catalog=CATALOG, instance_id="tests")
 
 
 @pytest.fixture(scope="session")
@@ -55,17 +46,9 @@ async def topics(settings: Settings) -> None:
 
 @pytest.fixture(scope="session")
 def standin() -> Iterator[str]:
-    """The stand-in model server (see fusion.standin): set latencies and failures, by model id."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fusion.standin", "--port", str(STANDIN_PORT), "--latency-ms", "20"],
-    )
-    url = f"http://127.0.0.1:{STANDIN_PORT}"
-    wait_until(
-        lambda: http_ok(f"{url}/v1/stats"), 30, "stand-in model server", lambda: process.poll() is None
-    )
-    yield url
-    process.kill()  # it holds stalled requests open on purpose
-    process.wait(timeout=10)
+    """The stand-in model server (see fusion_testing.standin): set latencies and failures, by model id."""
+    with running_standin(latency_ms=20):
+        yield STANDIN_URL
 
 
 LEAKY_KEY = "sk-fusion-test-SECRET-4f9c2a7e1b"

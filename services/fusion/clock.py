@@ -7,5 +7,5 @@ from fusion_contracts.common import utc_now
 __all__ = ["seconds_until", "utc_now"]
 
 
-def seconds_until(instant: datetime, now: datetime | None = None) -> float:
-    return (instant - (now or utc_now())).total_seconds()
+def seconds_until(instant: datetime) -> float:
+    return (instant - utc_now()).total_seconds()

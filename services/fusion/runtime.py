@@ -40,14 +40,13 @@ GC_THRESHOLDS = (10_000, 20, 20)
 
 def tune_garbage_collector() -> None:
     """Takes every object alive at start-up (modules, classes, schemas, the app) out of the cyclic
-    garbage collector's walks, so a full collection only walks what serving allocated (under load a
-    full collection in the panel worker paused it ~110 ms; with this, ~30 ms). Then collects rarely.
+    garbage collector's walks, so a full collection only walks what serving allocated and pauses the
+    service for less. Then collects rarely.
 
     The hot paths make no reference cycles (tests/unit/test_reference_cycles.py), so the collector
-    finds next to nothing to free, yet with the default thresholds (700, 10, 10) it walked the
-    objects of every call in flight 20 times a second: at 100 requests in flight the panel worker
-    spent 1.2 s of 32 in it, and each collection of the middle generation paused it ~10 ms. With
-    `GC_THRESHOLDS`: 8 collections in those 32 s, 71 ms in all (bench/PERFORMANCE.md)."""
+    finds next to nothing to free; with the default thresholds (700, 10, 10) it would still walk the
+    objects of every call in flight many times a second, pausing every request in the process each
+    time. `GC_THRESHOLDS` keeps such walks rare."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
@@ -64,8 +63,8 @@ def serve(app: ASGIApp, settings: Settings, service: str, host: str, port: int) 
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=30,
-        # libuv's event loop: 119 -> 137 fused requests/s on the bench (bench/PERFORMANCE.md);
-        # httptools parses the HTTP requests (health, metrics, the gateway's API).
+        # libuv's event loop, cheaper per wake-up than asyncio's, which every Kafka message and
+        # model call costs; httptools parses the HTTP requests (health, metrics, the gateway's API).
         loop="uvloop",
         http="httptools",
     )

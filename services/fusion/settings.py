@@ -8,8 +8,6 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ServiceName = Literal["dispatcher", "panel-worker", "judge", "gateway"]
-
 DEFAULT_HEALTH_PORTS: dict[str, int] = {"dispatcher": 8181, "panel-worker": 8182, "judge": 8183}
 
 

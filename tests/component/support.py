@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from faststream.kafka import KafkaBroker, KafkaMessage
 from fusion.kafka.codec import decode
 from fusion.models import ModelError, ModelReply, OnDelta
+from fusion.observability.metrics import FusionMetrics
 from fusion_contracts import (
     AnswersMessage,
     CallStatus,
@@ -119,6 +120,12 @@ async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
         await asyncio.sleep(0.01)
+
+
+def in_flight(metrics: FusionMetrics) -> float | None:
+    """The `fusion_in_flight` gauge a service reports: for the judge, its open requests and those
+    being fused."""
+    return metrics.registry.get_sample_value("fusion_in_flight")
 
 
 def a_plan(

@@ -3,8 +3,9 @@
 import asyncio
 
 from faststream.kafka import KafkaBroker, TestKafkaBroker
-from fusion.judge.app import JudgeService, register
+from fusion.judge.app import register
 from fusion.kafka.codec import encode
+from fusion.observability.metrics import FusionMetrics
 from fusion.settings import Settings
 from fusion_contracts import ReplyTo, topics
 
@@ -17,28 +18,30 @@ from tests.component.support import (
     a_plan,
     an_answer,
     eventually,
+    in_flight,
 )
 
 CUSTOM = "custom.replies"
 
 
-def judge_broker(models: FakeModels | None = None) -> tuple[KafkaBroker, Capture, JudgeService, FakeModels]:
+def judge_broker(models: FakeModels | None = None) -> tuple[KafkaBroker, Capture, FusionMetrics, FakeModels]:
     models = models or FakeModels()
     broker = KafkaBroker()
-    service = register(broker, models, Settings(instance_id="t", judge_concurrency=4))
+    metrics = FusionMetrics()
+    register(broker, models, Settings(instance_id="t", judge_concurrency=4), metrics)
     capture = Capture(broker, topics.RESULTS, topics.DLQ, CUSTOM)
-    return broker, capture, service, models
+    return broker, capture, metrics, models
 
 
 async def test_plan_then_every_answer_gives_one_complete_result() -> None:
-    broker, capture, service, models = judge_broker()
+    broker, capture, metrics, models = judge_broker()
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(encode(a_plan("req-1", members=2)), topic=topics.ANSWERS, key=b"req-1")
-        assert service.open_requests == 1
+        assert in_flight(metrics) == 1
         for index in range(2):
             await test_broker.publish(encode(an_answer("req-1", index)), topic=topics.ANSWERS, key=b"req-1")
         await eventually(lambda: len(capture.records[topics.RESULTS]) == 1)
-        assert service.open_requests == 0
+        await eventually(lambda: in_flight(metrics) == 0)
 
     [result] = capture.decoded(topics.RESULTS, RESULT_ADAPTER)
     assert result.request_id == "req-1"
@@ -81,7 +84,7 @@ async def test_result_goes_to_the_plans_reply_topic() -> None:
 
 
 async def test_bad_payloads_are_dead_lettered_and_the_judge_goes_on() -> None:
-    broker, capture, service, _ = judge_broker()
+    broker, capture, metrics, _ = judge_broker()
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(b"not json", topic=topics.ANSWERS, key=b"x")
         await test_broker.publish(b'{"kind": "vote", "request_id": "x"}', topic=topics.ANSWERS, key=b"x")
@@ -94,7 +97,7 @@ async def test_bad_payloads_are_dead_lettered_and_the_judge_goes_on() -> None:
     assert letters[0].error.startswith("not valid JSON")
     assert letters[1].error.startswith("schema:")
     assert all(letter.topic == topics.ANSWERS for letter in letters)
-    assert service.open_requests == 0
+    await eventually(lambda: in_flight(metrics) == 0)
 
 
 async def test_duplicate_and_late_answers_make_no_second_result() -> None:
@@ -117,7 +120,7 @@ async def test_duplicate_and_late_answers_make_no_second_result() -> None:
 
 
 async def test_quorum_plus_grace_releases_without_the_straggler() -> None:
-    broker, capture, service, _ = judge_broker()
+    broker, capture, metrics, _ = judge_broker()
     plan = a_plan("req-5", members=3, quorum=2, grace_s=0.2)
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(encode(plan), topic=topics.ANSWERS)
@@ -126,7 +129,7 @@ async def test_quorum_plus_grace_releases_without_the_straggler() -> None:
         await asyncio.sleep(0.05)
         assert capture.records[topics.RESULTS] == []  # still in the grace period
         await eventually(lambda: len(capture.records[topics.RESULTS]) == 1, timeout_s=3.0)
-        assert service.open_requests == 0
+        await eventually(lambda: in_flight(metrics) == 0)
 
     [result] = capture.decoded(topics.RESULTS, RESULT_ADAPTER)
     assert result.release == "quorum"
@@ -153,12 +156,12 @@ async def test_panel_deadline_releases_a_silent_panel_as_failed() -> None:
 
 
 async def test_a_crashing_fusion_still_publishes_a_failed_result() -> None:
-    broker, capture, service, _ = judge_broker(FakeModels(crash={"judge-model"}))
+    broker, capture, metrics, _ = judge_broker(FakeModels(crash={"judge-model"}))
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(encode(a_plan("req-crash", members=1)), topic=topics.ANSWERS)
         await test_broker.publish(encode(an_answer("req-crash", 0)), topic=topics.ANSWERS)
         await eventually(lambda: len(capture.records[topics.RESULTS]) == 1)
-        assert service.open_requests == 0
+        await eventually(lambda: in_flight(metrics) == 0)
 
     [result] = capture.decoded(topics.RESULTS, RESULT_ADAPTER)
     assert result.status == "failed"

@@ -6,16 +6,18 @@ import time
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from fusion.judge.app import register
 from fusion.kafka.codec import encode
+from fusion.observability.metrics import FusionMetrics
 from fusion.settings import Settings
 from fusion_contracts import FusedResult, topics
 from pydantic import TypeAdapter
 
-from tests.component.support import Capture, FakeModels, a_plan, eventually
+from tests.component.support import Capture, FakeModels, a_plan, eventually, in_flight
 
 
 async def test_a_full_judge_waits_for_room_before_reading_more() -> None:
     broker = KafkaBroker()
-    service = register(broker, FakeModels(), Settings(instance_id="t", judge_max_open=1))
+    metrics = FusionMetrics()
+    register(broker, FakeModels(), Settings(instance_id="t", judge_max_open=1), metrics)
     capture = Capture(broker, topics.RESULTS)
 
     async with TestKafkaBroker(broker) as test_broker:
@@ -32,7 +34,7 @@ async def test_a_full_judge_waits_for_room_before_reading_more() -> None:
         await asyncio.sleep(0.1)
 
     assert waited >= 0.3  # until the first request was released at its panel deadline
-    assert service.open_requests == 1  # the second, now held
+    assert in_flight(metrics) == 1  # the second, now held
     (result,) = capture.decoded(topics.RESULTS, TypeAdapter(FusedResult))
     assert result.request_id == "first"
     assert result.release == "deadline"

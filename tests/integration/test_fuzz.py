@@ -15,8 +15,8 @@ from fusion.settings import Settings
 from fusion_contracts import ChatMessage, DeadLetter, FusionRequest, topics
 from pydantic import TypeAdapter
 
+from fusion_testing.stack import HEALTH_PORTS, Services
 from tests.support.fuzz import KINDS, bad_messages
-from tests.support.stack import HEALTH_PORTS, Services
 
 pytestmark = [pytest.mark.kafka]
 

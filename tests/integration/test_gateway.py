@@ -9,7 +9,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
-from tests.support.stack import GATEWAY_PORTS, Services
+from fusion_testing.stack import GATEWAY_PORTS, Services
 
 pytestmark = [pytest.mark.kafka]
 

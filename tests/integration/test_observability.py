@@ -13,9 +13,9 @@ from fusion.settings import Settings
 from fusion_contracts import ChatMessage, FusionRequest, ModelSpec, topics
 from opentelemetry import trace
 
+from fusion_testing.stack import HEALTH_PORTS, Services
 from tests.conftest import LEAKY_KEY
 from tests.support.otlp import ReceivedSpan, Receiver
-from tests.support.stack import HEALTH_PORTS, Services
 
 pytestmark = [pytest.mark.kafka]
 

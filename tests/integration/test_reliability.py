@@ -8,8 +8,8 @@ import pytest
 from fusion.client import FusionClient
 from fusion_contracts import ChatMessage, FusionRequest, ModelSpec, Policy
 
-from bench.chaos import run_chaos
-from tests.support.stack import KAFKA_PORT, Services, run_infra
+from fusion_testing.chaos import run_chaos
+from fusion_testing.stack import KAFKA_PORT, Services, run_infra
 
 pytestmark = [pytest.mark.kafka]
 

@@ -1,9 +1,11 @@
-"""fusion.catalog: the built-in catalog, overlay files, and lookups."""
+"""fusion.catalog: the built-in catalog, overlay files, and lookups; and the tests' own catalog."""
 
 from pathlib import Path
 
 import pytest
 from fusion.catalog import DEFAULT_CATALOG, Catalog, CatalogError, load_catalog
+
+from fusion_testing.stack import CATALOG, LOCAL_MODELS_PORT, STANDIN_URL
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -19,8 +21,8 @@ def test_builtin_catalog_loads_with_the_local_preset() -> None:
     assert len(local.panel) == 3
     assert [spec.model for spec in local.panel] == ["smollm2-135m", "smollm2-135m", "gemma3-270m"]
     assert local.judge.model == "smollm2-135m"
-    assert catalog.provider_of("smollm2-135m").structured_output == "json_object"
-    assert catalog.provider_of("gemma3-270m").base_url.startswith("http://127.0.0.1")
+    assert catalog.providers[catalog.model("smollm2-135m").provider].structured_output == "json_object"
+    assert catalog.providers[catalog.model("gemma3-270m").provider].base_url.startswith("http://127.0.0.1")
 
 
 def test_builtin_catalog_names_key_env_vars_never_keys() -> None:
@@ -167,10 +169,18 @@ def test_unknown_model_lookup_lists_known_models() -> None:
     assert "unknown model 'nope'" in message
     assert "gemma3-270m" in message
     assert "smollm2-135m" in message
-    with pytest.raises(CatalogError, match="unknown model 'nope'"):
-        catalog.provider_of("nope")
 
 
 def test_catalog_error_is_a_value_error() -> None:
     assert issubclass(CatalogError, ValueError)
     assert isinstance(load_catalog(), Catalog)
+
+
+def test_the_test_catalog_extends_the_builtin_one_on_the_test_ports() -> None:
+    """fusion_testing/catalog.toml writes its ports out; they must be the ones the stack starts on."""
+    catalog = load_catalog(CATALOG)
+    assert catalog.default_preset == "standin"
+    assert "smollm2-135m" in catalog.models  # extended, not replaced
+    for name in ("standin", "keyed", "leaky"):
+        assert catalog.providers[name].base_url == f"{STANDIN_URL}/v1"
+    assert catalog.providers["local"].base_url == f"http://127.0.0.1:{LOCAL_MODELS_PORT}/v1"

@@ -11,10 +11,12 @@ def test_the_committable_offset_waits_for_the_oldest_open_request() -> None:
     ledger.record(0, 13, "b")  # answer of b
 
     assert ledger.committable({0}) == {0: 10}
-    assert ledger.committable({0}, closing={"a"}) == {0: 11}
     ledger.close("a")
-    assert ledger.committable({0}, closing={"b"}) == {0: 14}
+    assert ledger.committable({0}) == {0: 11}
     assert ledger.partition_of("b") == 0
+    ledger.close("b")
+    assert ledger.committable({0}) == {0: 14}
+    assert ledger.partition_of("b") is None
 
 
 def test_forgetting_revoked_partitions_returns_their_open_requests() -> None:

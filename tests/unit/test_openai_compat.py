@@ -16,7 +16,6 @@ from fusion.models import (
     ModelResponseError,
     ModelRouter,
     ModelUnavailable,
-    missing_key,
 )
 from fusion.models.http import Endpoint
 from fusion.models.openai_compat import OpenAICompatModel
@@ -383,8 +382,8 @@ async def test_provider_needing_an_unset_key_is_a_config_error(
     with pytest.raises(ModelConfigError, match=KEY_ENV):
         await router.complete(ModelSpec(model="paid"), MESSAGES)
     assert recorder.requests == []
-    assert missing_key(catalog().providers["keyed"]) == KEY_ENV
-    assert missing_key(catalog().providers["llama"]) is None
+    assert catalog().providers["keyed"].missing_key() == KEY_ENV
+    assert catalog().providers["llama"].missing_key() is None
 
 
 async def test_unknown_model_is_a_config_error_listing_known_models() -> None:

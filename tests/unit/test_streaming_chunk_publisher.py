@@ -56,7 +56,6 @@ async def test_deltas_pushed_during_a_send_are_joined_into_the_next_chunk() -> N
         AnswerChunk(request_id="req-1", seq=0, delta="The "),
         AnswerChunk(request_id="req-1", seq=1, delta="fused answer."),
     ]
-    assert publisher.sent == 2
 
 
 async def test_close_waits_for_every_pushed_delta() -> None:
@@ -76,7 +75,7 @@ async def test_close_waits_for_every_pushed_delta() -> None:
     await asyncio.wait_for(closing, 1)
 
     assert "".join(chunk.delta for chunk in send.chunks) == "ab"
-    assert publisher.sent == len(send.chunks) == 2
+    assert len(send.chunks) == 2
 
 
 async def test_close_without_any_delta_returns_at_once() -> None:
@@ -84,7 +83,6 @@ async def test_close_without_any_delta_returns_at_once() -> None:
     publisher = ChunkPublisher("req-1", send)
     await asyncio.wait_for(publisher.close(), 1)
     assert send.chunks == []
-    assert publisher.sent == 0
 
 
 async def test_pushes_after_a_flush_ended_start_a_new_one_and_seq_continues() -> None:
@@ -123,6 +121,5 @@ async def test_a_fast_writer_over_a_slow_link_sends_everything_once_in_order() -
 
     assert "".join(chunk.delta for chunk in sent) == "".join(words)
     assert [chunk.seq for chunk in sent] == list(range(len(sent)))
-    assert publisher.sent == len(sent)
     assert len(sent) < len(words)  # deltas were joined
     assert most_at_once == 1  # one send at a time

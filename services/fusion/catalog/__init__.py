@@ -99,9 +99,6 @@ class Catalog(_Entry):
             known = ", ".join(sorted(self.presets))
             raise CatalogError(f"unknown preset {name!r}; the catalog has: {known}") from None
 
-    def provider_of(self, model_name: str) -> Provider:
-        return self.providers[self.model(model_name).provider]
-
 
 def _read(path: Path) -> dict[str, Any]:
     try:

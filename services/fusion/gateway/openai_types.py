@@ -58,27 +58,6 @@ class ChatCompletionRequest(_Lenient):
 
 FUSION_TOOL_NAME = "fusion"
 
-FUSION_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": FUSION_TOOL_NAME,
-        "description": (
-            "Ask a panel of language models the same question and get one answer fused from theirs. "
-            "Slower and costlier than answering yourself: use it for hard, high-stakes or disputed "
-            "questions."
-        ),
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "question": {"type": "string", "description": "The full, self-contained question."},
-                "preset": {"type": "string", "description": "A Fusion preset; the default otherwise."},
-            },
-            "required": ["question"],
-        },
-    },
-}
-"""The tool's shape, as documented; the gateway recognises the tool by its name alone."""
-
 ErrorType = Literal[
     "invalid_request_error", "authentication_error", "not_found_error", "rate_limit_error", "api_error"
 ]

@@ -1,5 +1,6 @@
 """Fusion as a tool: an ordinary model that lists a tool named `fusion` may call it; the gateway runs
-the fusion, hands the answer back as the tool result, and loops until the model answers.
+the fusion, hands the answer back as the tool result, and loops until the model answers. The tool
+is recognised by its name alone; its arguments are a `question` (required) and a `preset`.
 
 A model call here is an OpenAI request body in and a response body out, so the loop works with any
 provider the catalog passes through. Only `fusion` calls are run here: a reply that calls any other

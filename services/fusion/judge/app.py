@@ -97,10 +97,6 @@ class JudgeService:
         self._slots = asyncio.Semaphore(concurrency)
         self._stale_after = timedelta(seconds=stale_after_s)
 
-    @property
-    def open_requests(self) -> int:
-        return len(self._gatherings)
-
     async def room(self) -> None:
         """Waits while the judge holds `max_open` requests (open or being fused): consumption pauses,
         lag grows on `fusion.answers`, memory does not. Deadlines keep releasing requests meanwhile."""

@@ -27,16 +27,15 @@ class Ledger:
         places = self._by_request.get(request_id)
         return places[0][0] if places else None
 
-    def committable(
-        self, partitions: AbstractSet[int], closing: AbstractSet[str] = frozenset()
-    ) -> dict[int, int]:
-        """Per partition, the offset to commit if the requests in `closing` were closed."""
+    def committable(self, partitions: AbstractSet[int]) -> dict[int, int]:
+        """Per partition read so far, the offset to commit: its lowest open message, or one past the
+        highest offset read when none is open."""
         result = {}
         for partition in partitions:
             if partition not in self._highest:
                 continue
-            still_open = [o for o, request_id in self._open[partition].items() if request_id not in closing]
-            result[partition] = min(still_open) if still_open else self._highest[partition] + 1
+            open_offsets = self._open[partition]
+            result[partition] = min(open_offsets) if open_offsets else self._highest[partition] + 1
         return result
 
     def close(self, request_id: str) -> None:

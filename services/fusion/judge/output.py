@@ -38,11 +38,12 @@ TXN_RETRY_BACKOFF_MS = 5
 REFUSED_TXN_START_RETRY_S = 0.002
 """How soon a transaction whose first partitions were refused asks again. The broker answers a
 commit before it has written the commit's markers, and until they are written it refuses the next
-transaction (CONCURRENT_TRANSACTIONS): at 100 requests in flight, 8-11% of transactions. aiokafka
-then waits a fixed 20 ms (its `BACKOFF_OVERRIDE`), which was the tail of result -> client; one
-retry after 2 ms is nearly always enough (the share refused was the same with either wait). On a
-cluster whose markers take longer to write (replicated partitions), it asks every 2 ms until they
-are: a few more small requests to the transaction coordinator, and no change to what is committed."""
+transaction (CONCURRENT_TRANSACTIONS), which happens whenever results follow each other closely.
+aiokafka then waits a fixed 20 ms (its `BACKOFF_OVERRIDE`), and every result queued behind that
+transaction waits with it. The markers follow the commit closely, so one retry after 2 ms is nearly
+always enough. On a cluster whose markers take longer to write (replicated partitions), it asks
+every 2 ms until they are: a few more small requests to the transaction coordinator, and no change
+to what is committed."""
 
 
 @dataclass
@@ -81,8 +82,8 @@ class TransactionalResults:
             enable_idempotence=True,
             max_request_size=limits.MAX_MESSAGE_BYTES,
             # aiokafka's wait before retrying any refused transactional request other than a
-            # transaction's first partitions (those: `REFUSED_TXN_START_RETRY_S`); 100 ms, the
-            # default, put 100 ms on one result in ten.
+            # transaction's first partitions (those: `REFUSED_TXN_START_RETRY_S`). The default
+            # (100 ms) would add that much to every result whose transaction is refused once.
             retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
         )
         await self._producer.start()

@@ -17,10 +17,6 @@ class ChunkPublisher:
         self._seq = 0
         self._flushing: asyncio.Task[None] | None = None
 
-    @property
-    def sent(self) -> int:
-        return self._seq
-
     async def push(self, delta: str) -> None:
         self._pending.append(delta)
         if self._flushing is None or self._flushing.done():

@@ -1,11 +1,10 @@
 """Consuming what a fetch brought in one go, then handling its records one by one.
 
 FastStream runs its whole per-message path (context, middlewares, parser, metrics) for every message it
-hands a handler: under load that was a tenth of a panel worker's and judge's CPU and a fifth of the
-dispatcher's (py-spy, see bench/PERFORMANCE.md). A batch subscriber runs that path once per fetch, and
-each record is then handled as before, in order, by `each_record`. Against a real broker a service's
-subscriber skips that path altogether (`_straight_to`): with one request in flight it took 0.3 ms of
-every hop between a fetch and its handler. FastStream still owns the consumer (its group, its
+hands a handler, which none of the services needs per record. A batch subscriber runs that path once
+per fetch, and each record is then handled as before, in order, by `each_record`. Against a real
+broker a service's subscriber skips that path altogether (`_straight_to`), since it lies between every
+fetch and its handler, on every hop of a request. FastStream still owns the consumer (its group, its
 rebalances, starting and stopping it); its `faststream_received_*` metrics are kept as its middleware
 keeps them, and tracing is `each_record`'s (below). FastStream's in-memory test broker still goes
 through FastStream's path (`hand_over`).

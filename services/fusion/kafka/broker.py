@@ -35,8 +35,7 @@ def build_broker(settings: Settings, service: str, metrics: FusionMetrics | None
     `metrics`, it counts and times every message for Prometheus.
 
     Handlers get the message itself (see `fusion.kafka.batches.whole_message`) with no dependency
-    injection: resolving a `KafkaMessage` parameter by injection ran a worker thread per message, a
-    third of a service's CPU.
+    injection: resolving a `KafkaMessage` parameter by injection runs a worker thread per message.
     """
     middlewares: list[Any] = [KafkaTelemetryMiddleware()] if tracing_enabled() else []
     if metrics is not None:
@@ -59,9 +58,9 @@ class Outbox:
 
     A message goes straight to the broker's aiokafka producer, with its trace context in the headers
     while tracing is on and FastStream's `faststream_published_*` metrics kept: FastStream's publish
-    path (a publish command, a correlation id, its middlewares) took about as long again as aiokafka's
-    `send` (bench/PERFORMANCE.md). Under FastStream's in-memory test broker, or while the broker has
-    no producer, it goes through `KafkaBroker.publish`.
+    path (a publish command, a correlation id, its middlewares) adds work to every message that none
+    of the services needs, on the path of every request. Under FastStream's in-memory test broker, or
+    while the broker has no producer, it goes through `KafkaBroker.publish`.
     """
 
     def __init__(self, broker: KafkaBroker) -> None:

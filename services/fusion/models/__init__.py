@@ -8,7 +8,7 @@ from fusion.models.errors import (
     ModelResponseError,
     ModelUnavailable,
 )
-from fusion.models.registry import ADAPTERS, ModelRouter, missing_key
+from fusion.models.registry import ADAPTERS, ModelRouter
 
 __all__ = [
     "ADAPTERS",
@@ -23,5 +23,4 @@ __all__ = [
     "ModelRouter",
     "ModelUnavailable",
     "OnDelta",
-    "missing_key",
 ]

@@ -56,11 +56,6 @@ ADAPTERS: dict[str, AdapterFactory] = {"openai": _openai_adapter, "anthropic": _
 """API shapes by the name a catalog provider gives in `api`. A new shape is a new entry here."""
 
 
-def missing_key(provider: Provider) -> str | None:
-    """The env var to set, when the provider needs a key that is not set."""
-    return provider.missing_key()
-
-
 DEFAULT_RETRY = RetryPolicy()
 
 
@@ -84,7 +79,7 @@ class ModelRouter:
         adapter = self._adapters.get(provider_name)
         if adapter is None:
             provider = self._catalog.providers[provider_name]
-            if env_var := missing_key(provider):
+            if env_var := provider.missing_key():
                 raise ModelConfigError(f"provider {provider_name!r} needs an API key: set {env_var}")
             factory = ADAPTERS.get(provider.api)
             if factory is None:

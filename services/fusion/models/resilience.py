@@ -45,39 +45,34 @@ async def with_retries(
     call: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
     deadline: float | None = None,
-    *,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    draw: Callable[[], float] = random.random,
 ) -> T:
-    """Runs `call`, retrying what `retryable` allows. `deadline` is a `clock()` instant."""
+    """Runs `call`, retrying what `retryable` allows. `deadline` is a `time.monotonic()` instant."""
     for attempt in range(policy.attempts):
         try:
             return await call()
         except ModelError as error:
             if not retryable(error) or attempt == policy.attempts - 1:
                 raise
-            wait = policy.backoff(attempt, draw())
+            wait = policy.backoff(attempt, random.random())
             if isinstance(error, ModelHTTPError) and error.retry_after_s is not None:
                 wait = max(wait, error.retry_after_s)
-            if deadline is not None and clock() + wait >= deadline:
+            if deadline is not None and time.monotonic() + wait >= deadline:
                 raise
-            await sleep(wait)
+            await asyncio.sleep(wait)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 class RateLimiter:
     """At most `per_second` starts per second, smoothed (a token bucket of one)."""
 
-    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, per_second: float) -> None:
         self._interval = 1.0 / per_second
-        self._clock = clock
         self._next = 0.0
         self._lock = asyncio.Lock()
 
     async def wait(self) -> None:
         async with self._lock:
-            now = self._clock()
+            now = time.monotonic()
             start = max(now, self._next)
             self._next = start + self._interval
         if start > now:

@@ -1,9 +1,9 @@
 """An httpx transport on aiohttp's connection pool: the adapters keep httpx's requests and responses.
 
 httpx's own pool (httpcore 1.0) walks every pooled connection, with a system call for each, whenever a
-request starts or ends. With 64 calls in flight to one HTTP/1.1 server that walk took more than half
-of a panel worker's CPU (py-spy, see bench/PERFORMANCE.md); aiohttp hands out an idle connection in
-constant time. Errors come out as the httpx exceptions the adapters already map.
+request starts or ends, so its cost grows with the calls in flight, and a panel worker keeps many in
+flight to one server; aiohttp hands out an idle connection in constant time. Errors come out as the
+httpx exceptions the adapters already map.
 """
 
 import contextlib

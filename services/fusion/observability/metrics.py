@@ -9,8 +9,8 @@ LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320)
 
 
 class FusionMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("fusion_requests", "Requests by final status", ["status"], registry=r)
         self.member_latency = Histogram(

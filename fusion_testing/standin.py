@@ -20,7 +20,9 @@ message, and once a tool result is in the conversation it answers from it.
 
 `GET /stats` returns how many completion requests it received, by model id.
 
-Usage: python -m fusion.standin [--host 127.0.0.1] [--port 8099] [--latency-ms 50]
+Run it from the repository's root (the tests and benchmarks start it themselves):
+
+    python -m fusion_testing.standin [--host 127.0.0.1] [--port 8099] [--latency-ms 50]
 """
 
 import argparse
