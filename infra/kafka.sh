@@ -6,30 +6,17 @@
 # Everything lives under FUSION_CACHE (default .cache/ in the repo), which git ignores.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(dirname "$here")
-cache=${FUSION_CACHE:-$root/.cache}
+# shellcheck source=infra/kafka-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/kafka-common.sh"  # here, root, cache, lib, pom, fetch_jars
 port=${KAFKA_PORT:-9092}
 controller_port=${KAFKA_CONTROLLER_PORT:-$((port + 1))}
 dir=$cache/kafka-$port
-lib=$cache/kafka-lib
-pom=$here/kafka/pom.xml
 
 log() { echo "kafka: $*" >&2; }
 
 running() { [[ -f $dir/pid ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
-
-fetch_jars() {
-  local stamp
-  stamp="$lib/.pom-$(sha256sum "$pom" | cut -c1-16)"
-  [[ -f $stamp ]] && return 0
-  log "fetching the broker's jars from Maven Central (once)"
-  rm -rf "$lib" && mkdir -p "$lib"
-  mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$lib"
-  touch "$stamp"
-}
 
 java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true
   "-Dlog4j2.configurationFile=$here/kafka/log4j2.yaml" -cp "$lib/*")

@@ -3,7 +3,7 @@
 from fusion_contracts import limits, topics
 from fusion_contracts.common import CallStatus, ChatMessage, ModelSpec, Usage
 from fusion_contracts.dead_letter import DeadLetter
-from fusion_contracts.panel import AnswersMessage, PanelAnswer, PanelPlan, PanelTask
+from fusion_contracts.panel import AnswersMessage, PanelAnswer, PanelPlan, PanelRejection, PanelTask
 from fusion_contracts.request import FusionRequest, Policy, ReplyTo
 from fusion_contracts.result import (
     Analysis,
@@ -36,6 +36,7 @@ __all__ = [
     "ModelSpec",
     "PanelAnswer",
     "PanelPlan",
+    "PanelRejection",
     "PanelTask",
     "Policy",
     "ReleaseReason",

@@ -68,5 +68,19 @@ class PanelAnswer(Contract):
     worker: str = Field(default="", max_length=200)
 
 
-AnswersMessage = Annotated[PanelPlan | PanelAnswer, Discriminator("kind")]
+class PanelRejection(Contract):
+    """A request the dispatcher refused (invalid, expired, over budget), on `fusion.answers`: the
+    judge publishes its `rejected` result, exactly once, unless the request was dispatched before
+    (a redelivery that found it expired), in which case its plan wins."""
+
+    kind: Literal["rejection"] = "rejection"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: RequestId
+    error: str = Field(max_length=4_000)
+    submitted_at: Instant
+    rejected_at: Instant
+    reply_to: ReplyTo | None = None
+
+
+AnswersMessage = Annotated[PanelPlan | PanelAnswer | PanelRejection, Discriminator("kind")]
 """Everything on `fusion.answers`."""

@@ -11,6 +11,7 @@ from fusion_contracts import (
     FusionRequest,
     PanelAnswer,
     PanelPlan,
+    PanelRejection,
     PanelTask,
 )
 from pydantic import BaseModel
@@ -22,6 +23,7 @@ MESSAGES: tuple[type[BaseModel], ...] = (
     PanelTask,
     PanelPlan,
     PanelAnswer,
+    PanelRejection,
     FusedResult,
     AnswerChunk,
     DeadLetter,

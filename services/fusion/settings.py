@@ -26,12 +26,21 @@ class Settings(BaseSettings):
     health_port: int | None = Field(default=None, description="0 disables; unset picks the service default.")
 
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=0, description="Longest a service's fetch waits.")
+    kafka_max_poll_interval_ms: int = Field(
+        default=300_000, ge=1_000, description="A consumer that fetches nothing for longer leaves its group."
+    )
     dispatcher_concurrency: int = Field(default=256, ge=1, description="Requests dispatched at once.")
     worker_concurrency: int = Field(default=1024, ge=1, description="Model calls at once per panel worker.")
     judge_concurrency: int = Field(default=128, ge=1, description="Fusions at once per judge.")
     judge_stale_s: float = Field(default=900.0, gt=0, description="Forget answers of a plan never seen.")
     judge_max_open: int = Field(
         default=10_000, ge=1, description="Open requests held in memory; past it the judge stops consuming."
+    )
+    judge_markers_margin_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Markers read on taking a partition over start this long before its oldest "
+        "uncommitted answer (the clocks of the brokers that stamped them may differ).",
     )
 
     partitions_requests: int = Field(default=4, ge=1)

@@ -21,6 +21,7 @@ from fusion_contracts import (
     ModelSpec,
     PanelAnswer,
     PanelPlan,
+    PanelRejection,
     PanelTask,
     ReplyTo,
     Usage,
@@ -29,7 +30,7 @@ from pydantic import TypeAdapter
 
 T = TypeVar("T")
 
-ANSWERS_ADAPTER: TypeAdapter[PanelPlan | PanelAnswer] = TypeAdapter(AnswersMessage)
+ANSWERS_ADAPTER: TypeAdapter[PanelPlan | PanelAnswer | PanelRejection] = TypeAdapter(AnswersMessage)
 TASK_ADAPTER: TypeAdapter[PanelTask] = TypeAdapter(PanelTask)
 RESULT_ADAPTER: TypeAdapter[FusedResult] = TypeAdapter(FusedResult)
 DEAD_LETTER_ADAPTER: TypeAdapter[DeadLetter] = TypeAdapter(DeadLetter)

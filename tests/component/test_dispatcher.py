@@ -10,12 +10,11 @@ from faststream.kafka import KafkaBroker, TestKafkaBroker
 from fusion.catalog import load_catalog
 from fusion.dispatcher.app import Dispatcher, register
 from fusion.kafka.codec import encode
-from fusion_contracts import ChatMessage, FusionRequest, PanelPlan, ReplyTo, topics
+from fusion_contracts import ChatMessage, FusionRequest, PanelPlan, PanelRejection, ReplyTo, topics
 
 from tests.component.support import (
     ANSWERS_ADAPTER,
     DEAD_LETTER_ADAPTER,
-    RESULT_ADAPTER,
     TASK_ADAPTER,
     Capture,
 )
@@ -94,14 +93,13 @@ async def test_unknown_preset_gets_a_rejected_result() -> None:
     async with dispatching(broker, dispatcher) as test_broker:
         await test_broker.publish(encode(a_request("req-bad", preset="nope")), topic=topics.REQUESTS)
 
-    results = capture.decoded(topics.RESULTS, RESULT_ADAPTER)
-    assert len(results) == 1
-    assert results[0].request_id == "req-bad"
-    assert results[0].status == "rejected"
-    assert results[0].error is not None
-    assert "unknown preset 'nope'" in results[0].error
-    assert capture.keys(topics.RESULTS) == [b"req-bad"]
-    assert capture.records[topics.ANSWERS] == []
+    # The rejection goes to the judge, which publishes the result exactly once.
+    [rejection] = capture.decoded(topics.ANSWERS, ANSWERS_ADAPTER)
+    assert isinstance(rejection, PanelRejection)
+    assert rejection.request_id == "req-bad"
+    assert "unknown preset 'nope'" in rejection.error
+    assert capture.keys(topics.ANSWERS) == [b"req-bad"]
+    assert capture.records[topics.RESULTS] == []
     assert capture.records[topics.TASKS] == []
 
 
@@ -110,8 +108,9 @@ async def test_rejection_goes_to_the_reply_topic() -> None:
     request = a_request("req-reply", preset="nope", reply_to=ReplyTo(topic=CUSTOM))
     async with dispatching(broker, dispatcher) as test_broker:
         await test_broker.publish(encode(request), topic=topics.REQUESTS)
-    results = capture.decoded(CUSTOM, RESULT_ADAPTER)
-    assert [result.status for result in results] == ["rejected"]
+    [rejection] = capture.decoded(topics.ANSWERS, ANSWERS_ADAPTER)
+    assert isinstance(rejection, PanelRejection)
+    assert rejection.reply_to == ReplyTo(topic=CUSTOM)
     assert capture.records[topics.RESULTS] == []
 
 
@@ -139,15 +138,14 @@ async def test_non_json_and_schema_invalid_payloads_are_dead_lettered_and_dispat
     assert base64.b64decode(bad_schema.raw_base64) == invalid
     assert capture.keys(topics.DLQ) == [b"k1", b"k2"]
 
-    # the invalid request had a usable id: its sender gets a rejection too
-    results = capture.decoded(topics.RESULTS, RESULT_ADAPTER)
-    assert [(result.request_id, result.status) for result in results] == [("req-invalid", "rejected")]
-    assert results[0].error is not None
-    assert results[0].error.startswith("invalid request: schema:")
-
+    # the invalid request had a usable id: its sender gets a rejection too (through the judge),
     # and the valid request after them is dispatched
-    plans = capture.decoded(topics.ANSWERS, ANSWERS_ADAPTER)
-    assert [plan.request_id for plan in plans] == ["req-after"]
+    rejection, plan = capture.decoded(topics.ANSWERS, ANSWERS_ADAPTER)
+    assert isinstance(rejection, PanelRejection)
+    assert rejection.request_id == "req-invalid"
+    assert rejection.error.startswith("invalid request: schema:")
+    assert isinstance(plan, PanelPlan)
+    assert plan.request_id == "req-after"
     assert len(capture.records[topics.TASKS]) == 3
 
 

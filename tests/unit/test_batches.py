@@ -133,3 +133,68 @@ async def test_the_consume_loop_hands_each_fetch_to_the_handler_and_counts_it(fa
             )
             == 1
         )
+
+
+async def test_a_record_whose_handling_keeps_raising_is_given_up_with_the_reason() -> None:
+    attempts: list[int] = []
+    given_up: list[tuple[int, str]] = []
+
+    async def handle(record: ConsumerRecord[bytes, bytes]) -> None:
+        attempts.append(record.offset)
+        if record.offset == 1:
+            raise RuntimeError("boom")
+
+    async def give_up(record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        given_up.append((record.offset, reason))
+
+    left = await each_record(a_batch(tuple(a_record(o) for o in range(3))), handle, give_up)
+
+    assert attempts == [0, 1, 1, 1, 2]
+    assert [offset for offset, _ in given_up] == [1]
+    assert "boom" in given_up[0][1]
+    assert left == ()
+
+
+async def test_a_record_that_fails_and_cannot_be_given_up_is_read_again_with_the_rest() -> None:
+    """Neither handled nor dead-lettered (the broker is away, say): it and the records after it are
+    fetched again instead of being skipped."""
+    consumer = object.__new__(RewindingConsumer)
+    consumer.assigned = {TopicPartition("t", 0), TopicPartition("t", 1)}
+    consumer.seeks = []
+
+    async def handle(record: ConsumerRecord[bytes, bytes]) -> None:
+        if record.offset == 5:
+            raise RuntimeError("boom")
+
+    async def give_up(record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        raise RuntimeError("no dead-letter topic either")
+
+    records = (a_record(4), a_record(5), a_record(9, partition=1), a_record(6))
+    left = await each_record(a_batch(records, consumer), handle, give_up)
+
+    assert left == records[1:]
+    assert sorted(consumer.seeks) == [(TopicPartition("t", 0), 5), (TopicPartition("t", 1), 9)]
+
+
+async def test_a_stop_leaves_the_rest_of_the_batch_to_be_fetched_again() -> None:
+    consumer = object.__new__(RewindingConsumer)
+    consumer.assigned = {TopicPartition("t", 0)}
+    consumer.seeks = []
+    handled: list[int] = []
+
+    async def handle(record: ConsumerRecord[bytes, bytes]) -> None:
+        handled.append(record.offset)
+
+    records = tuple(a_record(o) for o in range(4))
+    left = await each_record(a_batch(records, consumer), handle, stop=lambda: len(handled) == 2)
+
+    assert handled == [0, 1]
+    assert left == records[2:]
+    assert consumer.seeks == [(TopicPartition("t", 0), 2)]
+
+
+class RewindingConsumer(ShrinkingConsumer):
+    seeks: list[tuple[TopicPartition, int]]
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.seeks.append((partition, offset))

@@ -211,25 +211,53 @@ def test_gatherings_group_by_request_id() -> None:
     assert first.release_reason(at(1)) == "all"
 
 
-def test_gatherings_add_returns_none_after_release_and_drops_late_answers() -> None:
+def test_a_released_request_is_fusing_then_done_and_its_messages_are_not_gathered() -> None:
     gatherings = Gatherings()
     gathering = gatherings.add(plan(members=2), T0)
-    assert gathering is not None
+    assert isinstance(gathering, Gathering)
     gatherings.add(answer(0), at(1))
     released = gatherings.release("r-1")
     assert released is gathering
     assert len(gatherings) == 0
     assert gatherings.get("r-1") is None
-    assert gatherings.add(answer(1), at(2)) is None
-    assert gatherings.add(plan(members=2), at(2)) is None
+    assert gatherings.add(answer(1), at(2)) == "fusing"
+    gatherings.published("r-1", forget_after=at(100))
+    assert gatherings.add(answer(1), at(3)) == "done"
+    assert gatherings.add(plan(members=2), at(3)) == "done"
     assert len(gatherings) == 0
     assert len(gathering.answers) == 1
 
 
-def test_release_of_an_unknown_request_still_remembers_it() -> None:
+def test_release_of_an_unknown_request_gathers_nothing() -> None:
     gatherings = Gatherings()
     assert gatherings.release("never-seen") is None
-    assert gatherings.add(answer(0, request_id="never-seen"), T0) is None
+    assert not gatherings.is_fusing("never-seen")
+
+
+def test_an_abandoned_request_is_gathered_again_from_scratch() -> None:
+    """Its partition went to another judge while it was fused: should its messages come back, it
+    is a fresh gathering, not a request already done."""
+    gatherings = Gatherings()
+    gatherings.add(plan(members=1), T0)
+    gatherings.release("r-1")
+    gatherings.abandon("r-1")
+    again = gatherings.add(plan(members=1), at(1))
+    assert isinstance(again, Gathering)
+    assert again.plan is not None
+
+
+def test_marked_released_requests_stop_their_fusion_and_are_ignored() -> None:
+    gatherings = Gatherings()
+    gatherings.add(plan("fusing-here", members=1), T0)
+    gatherings.release("fusing-here")
+    gatherings.add(plan("open-here", members=2), T0)
+
+    stopped = gatherings.mark_released({"fusing-here", "open-here", "elsewhere"}, forget_after=at(10))
+
+    assert stopped == {"fusing-here"}
+    assert gatherings.get("open-here") is None
+    for request_id in ("fusing-here", "open-here", "elsewhere"):
+        assert gatherings.add(answer(0, request_id=request_id), at(1)) == "done"
 
 
 def test_drop_stale_removes_only_old_planless_gatherings() -> None:
@@ -264,16 +292,34 @@ def test_dropped_request_is_not_remembered_as_released() -> None:
     assert gatherings.add(answer(0, request_id="x"), at(2)) is not None
 
 
-def test_released_memory_is_bounded_oldest_forgotten_first() -> None:
-    gatherings = Gatherings(remember_released=2)
-    for request_id in ("a", "b", "c"):
+def test_done_requests_are_remembered_by_time_not_by_count() -> None:
+    gatherings = Gatherings()
+    for index in range(1_000):
+        request_id = f"r-{index}"
         gatherings.add(plan(request_id, members=1), T0)
         gatherings.release(request_id)
-    assert gatherings.add(answer(0, request_id="c"), T0) is None
-    assert gatherings.add(answer(0, request_id="b"), T0) is None
-    reopened = gatherings.add(answer(0, request_id="a"), T0)  # "a" was forgotten: a fresh gathering
-    assert reopened is not None
-    assert reopened.plan is None
-    for index in range(100):
-        gatherings.release(f"more-{index}")
-    assert len(gatherings._released) == 2
+        gatherings.published(request_id, forget_after=at(60 if index % 2 else 120))
+    assert gatherings.remembered == 1_000
+    assert gatherings.add(answer(0, request_id="r-0"), at(1)) == "done"
+
+    assert gatherings.expire(at(59)) == 0
+    assert gatherings.expire(at(60)) == 500
+    assert gatherings.add(answer(0, request_id="r-1"), at(61)) != "done"  # forgotten: gathered anew
+    assert gatherings.add(answer(0, request_id="r-2"), at(61)) == "done"
+    assert gatherings.expire(at(120)) == 500
+    assert gatherings.remembered == 0
+
+
+def test_only_planned_requests_count_as_held() -> None:
+    """Answers whose plan never comes must not fill the judge (they are swept later)."""
+    gatherings = Gatherings()
+    gatherings.add(answer(0, request_id="orphan"), T0)
+    gatherings.add(plan("a", members=2), T0)
+    gatherings.add(plan("a", members=2), T0)  # a repeated plan counts once
+    gatherings.add(answer(0, request_id="b"), T0)
+    gatherings.add(plan("b", members=2), at(1))
+    assert (len(gatherings), gatherings.planned) == (3, 2)
+    gatherings.release("a")
+    gatherings.drop("b")
+    gatherings.drop_stale(older_than=at(5))
+    assert (len(gatherings), gatherings.planned) == (0, 0)

@@ -3,18 +3,19 @@
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import datetime
 
 import structlog
 from aiokafka import ConsumerRecord
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
-from fusion_contracts import FusedResult, FusionRequest, ReplyTo, topics
+from fusion_contracts import FusionRequest, PanelRejection, ReplyTo, topics
 from fusion_contracts.common import RequestId, utc_now
 from pydantic import TypeAdapter, ValidationError
 
 from fusion.catalog import Catalog
 from fusion.concurrency import BoundedPool
-from fusion.dispatcher.planning import Rejection, plan_request, rejected_result
+from fusion.dispatcher.planning import Rejection, plan_request
 from fusion.kafka.batches import BatchSubscription, Fetched, each_record
 from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away
 from fusion.kafka.commits import OffsetCommitter, drain_and_commit
@@ -79,8 +80,7 @@ class Dispatcher:
         key = topics.request_key(request.request_id)
         if isinstance(outcome, Rejection):
             log.info("request rejected", request_id=request.request_id, error=outcome.error)
-            result = rejected_result(request.request_id, request.submitted_at, outcome.error, now)
-            await self._reply(result, request.reply_to)
+            await self._reject(request.request_id, request.submitted_at, outcome.error, request.reply_to)
             self._metrics.requests.labels(status="rejected").inc()
             return
         # Plan and tasks go out together (one round trip, not two). The plan nearly always reaches
@@ -102,16 +102,22 @@ class Dispatcher:
             return
         request_id, reply_to = recovered
         self._metrics.requests.labels(status="invalid").inc()
-        now = utc_now()
-        await self._reply(rejected_result(request_id, now, f"invalid request: {error}", now), reply_to)
+        await self._reject(request_id, utc_now(), f"invalid request: {error}", reply_to)
 
-    async def _reply(self, result: FusedResult, reply_to: ReplyTo | None) -> None:
-        await self._outbox.send(
-            reply_to.topic if reply_to else topics.RESULTS,
-            result,
-            topics.request_key(result.request_id),
-            reply_to.partition if reply_to else None,
+    async def _reject(
+        self, request_id: str, submitted_at: datetime, error: str, reply_to: ReplyTo | None
+    ) -> None:
+        """The rejection goes to the judge, on the request's answers partition, and the judge
+        publishes the `rejected` result: exactly once, and not at all for a request dispatched
+        before (a redelivery that finds it expired)."""
+        rejection = PanelRejection(
+            request_id=request_id,
+            error=error[:4_000],
+            submitted_at=submitted_at,
+            rejected_at=utc_now(),
+            reply_to=reply_to,
         )
+        await self._outbox.send(topics.ANSWERS, rejection, topics.request_key(request_id))
 
 
 def register(
@@ -142,7 +148,11 @@ def register(
                 return
             await dispatcher.accept(request, done)
 
-        await each_record(batch, on_request)
+        async def give_up(record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+            await inbox.dead_letter(record, reason)
+            dispatcher.committer.started(record, batch.consumer)()
+
+        await each_record(batch, on_request, give_up)
 
     return dispatcher
 

@@ -2,11 +2,12 @@
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
-from aiokafka import ConsumerRebalanceListener, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
@@ -16,7 +17,9 @@ from fusion_contracts import (
     FusedResult,
     PanelAnswer,
     PanelPlan,
+    PanelRejection,
     ReleaseReason,
+    limits,
     topics,
 )
 from fusion_contracts.common import utc_now
@@ -24,12 +27,13 @@ from pydantic import TypeAdapter
 
 from fusion.catalog import Catalog
 from fusion.clock import seconds_until
+from fusion.dispatcher.planning import rejected_result
 from fusion.judge.fusing import Judge, crashed_result
-from fusion.judge.gathering import Gathering, Gatherings
+from fusion.judge.gathering import LATE_ANSWERS_S, Gathering, Gatherings
 from fusion.judge.ledger import Ledger
-from fusion.judge.output import GROUP, OwnedPartitions, ReleasedMarkers, TransactionalResults
+from fusion.judge.output import GROUP, ReleasedMarkers, TransactionalResults
 from fusion.judge.streaming import ChunkPublisher
-from fusion.kafka.batches import BatchSubscription, Fetched, each_record
+from fusion.kafka.batches import BatchSubscription, Fetched, each_record, rewind
 from fusion.kafka.broker import Outbox, build_broker
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.models import CompletesChat, ModelRouter
@@ -39,11 +43,13 @@ from fusion.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-_ANSWERS: TypeAdapter[PanelPlan | PanelAnswer] = TypeAdapter(AnswersMessage)
+_ANSWERS: TypeAdapter[PanelPlan | PanelAnswer | PanelRejection] = TypeAdapter(AnswersMessage)
+
+PREPARE_RETRY_S = 1.0
 
 
 class ResultSink(Protocol):
-    async def publish(self, plan: PanelPlan, result: FusedResult) -> bool:
+    async def publish(self, plan: PanelPlan | PanelRejection, result: FusedResult) -> bool:
         """Publishes the result; False when the request's partition moved to another judge."""
         ...
 
@@ -54,7 +60,7 @@ class OutboxSink:
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
 
-    async def publish(self, plan: PanelPlan, result: FusedResult) -> bool:
+    async def publish(self, plan: PanelPlan | PanelRejection, result: FusedResult) -> bool:
         reply_to = plan.reply_to
         await self._outbox.send(
             reply_to.topic if reply_to else topics.RESULTS,
@@ -93,45 +99,150 @@ class JudgeService:
         self._outbox = outbox
         self._gatherings = Gatherings()
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._fusing: set[asyncio.Task[None]] = set()
+        self._fusing: dict[str, asyncio.Task[None]] = {}
+        self._revoked: set[int] = set()
+        self._overdue: dict[str, int | None] = {}
+        self._read_up_to: dict[int, int] = {}
+        self.end_of: Callable[[int], int | None] = lambda _partition: None
+        """The offset a partition's messages end at, as last fetched (None: unknown, or nothing to
+        wait for, as on the in-memory broker)."""
         self._slots = asyncio.Semaphore(concurrency)
         self._stale_after = timedelta(seconds=stale_after_s)
+
+    @property
+    def full(self) -> bool:
+        """Requests held that will be released (planned or being fused) at `max_open`; answers
+        waiting for a plan that never comes do not hold the judge up."""
+        return self._gatherings.planned + len(self._fusing) >= self._max_open
 
     async def room(self) -> None:
         """Waits while the judge holds `max_open` requests (open or being fused): consumption pauses,
         lag grows on `fusion.answers`, memory does not. Deadlines keep releasing requests meanwhile."""
-        while len(self._gatherings) + len(self._fusing) >= self._max_open:
+        while self.full:
             self._freed.clear()
             await self._freed.wait()
 
-    async def on_message(self, message: PanelPlan | PanelAnswer, partition: int = 0, offset: int = 0) -> None:
-        gathering = self._gatherings.add(message, utc_now())
-        if gathering is None:
+    async def on_message(
+        self, message: PanelPlan | PanelAnswer | PanelRejection, partition: int = 0, offset: int = 0
+    ) -> None:
+        self._read_up_to[partition] = max(offset + 1, self._read_up_to.get(partition, 0))
+        if isinstance(message, PanelRejection):
+            self._on_rejection(message, partition, offset)
+            return
+        seen = self._gatherings.add(message, utc_now())
+        if seen == "done":
             self.ledger.record(partition, offset, None)
             log.debug("late message for a released request", request_id=message.request_id)
             return
         self.ledger.record(partition, offset, message.request_id)
-        self._check(gathering)
+        if seen != "fusing":  # read again after a rebalance while its fusion runs on
+            self._check(seen)
 
-    def drop_partitions(self, partitions: set[int]) -> None:
-        """Partitions revoked: their open requests now belong to another judge."""
-        for request_id in self.ledger.forget(partitions):
-            if timer := self._timers.pop(request_id, None):
-                timer.cancel()
-            self._gatherings.drop(request_id)
+    def _on_rejection(self, rejection: PanelRejection, partition: int, offset: int) -> None:
+        """The dispatcher refused the request: its `rejected` result goes out like any result, once,
+        unless the request is known already (dispatched before, then redelivered: its plan wins)."""
+        request_id = rejection.request_id
+        gathering = self._gatherings.get(request_id)
+        known = self._gatherings.is_fusing(request_id) or (gathering is not None and gathering.plan)
+        if known or self._gatherings.add_rejection(request_id) is None:
+            self.ledger.record(partition, offset, None)
+            return
+        self.ledger.record(partition, offset, request_id)
+        task = asyncio.create_task(self._reject(rejection))
+        self._fusing[request_id] = task
+        task.add_done_callback(lambda _: self._fused(request_id, task))
+
+    async def _reject(self, rejection: PanelRejection) -> None:
+        result = rejected_result(rejection.request_id, rejection.submitted_at, rejection.error, utc_now())
+        if not await self._sink.publish(rejection, result):
+            self._gatherings.abandon(rejection.request_id)
+            self.ledger.close(rejection.request_id)
+            return
+        self._gatherings.published(rejection.request_id, _forget_after(utc_now()))
+        self.ledger.close(rejection.request_id)
+        self._metrics.requests.labels(status="rejected").inc()
+        log.info("rejection published", request_id=rejection.request_id, error=rejection.error)
+
+    async def revoked(self, partitions: set[int]) -> None:
+        """A rebalance began: no result of these partitions is published until the new assignment
+        is known. Requests still gathering are forgotten (read again from the last commit if the
+        partitions come back); fusions under way run on, for the partitions may come back."""
+        if partitions:
+            log.info("answers partitions revoked", partitions=sorted(partitions))
+        if self.results is not None:
+            await self.results.hold(partitions)
+        fusing = {r for r in self.ledger.requests_on(partitions) if self._gatherings.is_fusing(r)}
+        for request_id in self.ledger.requests_on(partitions) - fusing:
+            self._forget(request_id)
+        self.ledger.resync(partitions, keep=fusing)
+        for partition in partitions:
+            self._read_up_to.pop(partition, None)
+        self._revoked |= partitions
         self._freed.set()
 
-    def adopt(self, released: set[str]) -> None:
-        self._gatherings.mark_released(released)
+    async def assigned(self, partitions: set[int]) -> None:
+        """The new assignment: fusions of partitions gone to another judge stop (it fuses them
+        again); those of partitions kept wait for the markers (`adopt`) before publishing."""
+        lost = self._revoked - partitions
+        self._revoked.clear()
+        for request_id in self.ledger.requests_on(lost):
+            self._forget(request_id)
+        self.ledger.forget(lost)
+        if self.results is not None:
+            await self.results.assigned(partitions)
+
+    def _forget(self, request_id: str) -> None:
+        self._overdue.pop(request_id, None)
+        if timer := self._timers.pop(request_id, None):
+            timer.cancel()
+        if task := self._fusing.get(request_id):
+            task.cancel()
+        self._gatherings.abandon(request_id)
+
+    def adopt(self, released: dict[int, set[str]]) -> None:
+        """Markers of requests some judge released: their fusions here stop, their messages are
+        ignored."""
+        forget_after = utc_now() + timedelta(seconds=limits.MAX_DEADLINE_S + LATE_ANSWERS_S)
+        for ids in released.values():
+            for request_id in self._gatherings.mark_released(ids, forget_after):
+                if task := self._fusing.get(request_id):
+                    task.cancel()
+                self.ledger.close(request_id)
+            for request_id in ids:
+                if timer := self._timers.pop(request_id, None):
+                    timer.cancel()
 
     def _check(self, gathering: Gathering) -> None:
         reason = gathering.release_reason(utc_now())
+        if reason == "deadline" and not self._read_up_to_end(gathering.request_id):
+            return  # its answers may be right behind it: released once they are read
         if reason is not None:
             self._release(gathering.request_id, reason)
             return
         wake_at = gathering.wake_at()
         if wake_at is not None:
             self._arm(gathering.request_id, seconds_until(wake_at))
+
+    def _read_up_to_end(self, request_id: str) -> bool:
+        """Whether everything its partition held when the request's deadline found it has been read
+        (after a failover, a plan past its deadline comes before the answers already written)."""
+        partition = self.ledger.partition_of(request_id)
+        if partition is None or self.full:  # full, it reads no further: deadlines must free room
+            self._overdue.pop(request_id, None)
+            return True
+        target = self._overdue.setdefault(request_id, self.end_of(partition))
+        if target is None or self._read_up_to.get(partition, 0) >= target:
+            self._overdue.pop(request_id, None)
+            return True
+        return False
+
+    def release_overdue(self) -> None:
+        """Releases the requests past their deadline whose partition has now been read far enough."""
+        for request_id in list(self._overdue):
+            if gathering := self._gatherings.get(request_id):
+                self._check(gathering)
+            else:
+                self._overdue.pop(request_id, None)
 
     def _arm(self, request_id: str, delay_s: float) -> None:
         if timer := self._timers.pop(request_id, None):
@@ -145,17 +256,19 @@ class JudgeService:
             self._check(gathering)
 
     def _release(self, request_id: str, reason: ReleaseReason) -> None:
+        self._overdue.pop(request_id, None)
         if timer := self._timers.pop(request_id, None):
             timer.cancel()
         gathering = self._gatherings.release(request_id)
         if gathering is None or gathering.plan is None:
             return
         task = asyncio.create_task(self._fuse(gathering, reason))
-        self._fusing.add(task)
-        task.add_done_callback(self._fused)
+        self._fusing[request_id] = task
+        task.add_done_callback(lambda _: self._fused(request_id, task))
 
-    def _fused(self, task: "asyncio.Task[None]") -> None:
-        self._fusing.discard(task)
+    def _fused(self, request_id: str, task: "asyncio.Task[None]") -> None:
+        if self._fusing.get(request_id) is task:
+            del self._fusing[request_id]
         self._freed.set()
 
     async def _fuse(self, gathering: Gathering, reason: ReleaseReason) -> None:
@@ -195,7 +308,10 @@ class JudgeService:
                 log.exception("answer chunks lost", request_id=plan.request_id)
         if not await self._sink.publish(plan, result):
             log.info("request moved to another judge before its result was committed")
+            self._gatherings.abandon(plan.request_id)
+            self.ledger.close(plan.request_id)
             return
+        self._gatherings.published(plan.request_id, _forget_after(plan.deadline_at))
         self.ledger.close(plan.request_id)
         self._record(plan, result)
         log.info(
@@ -216,32 +332,60 @@ class JudgeService:
             )
 
     def sweep(self) -> None:
-        for request_id in self._gatherings.drop_stale(utc_now() - self._stale_after):
+        now = utc_now()
+        for request_id in self._gatherings.drop_stale(now - self._stale_after):
             self.ledger.close(request_id)
             log.warning("dropped answers whose plan never arrived", request_id=request_id)
+        self._gatherings.expire(now)
         self._freed.set()
 
     async def drain(self, timeout_s: float) -> None:
         if self._fusing:
-            await asyncio.wait(set(self._fusing), timeout=timeout_s)
+            await asyncio.wait(set(self._fusing.values()), timeout=timeout_s)
+
+
+def _forget_after(deadline_at: datetime) -> datetime:
+    return max(deadline_at, utc_now()) + timedelta(seconds=LATE_ANSWERS_S)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Partitions revoked: forget their open requests (and their markers, loaded again if they come
-    back). Markers of assigned partitions are loaded before their first message is handled."""
+    """Revoked: results of those partitions wait. Assigned: outputs reopened (fencing any earlier
+    holder), then the markers loaded; the handler repeats what failed here before it reads."""
 
-    def __init__(self, service: JudgeService, markers: ReleasedMarkers) -> None:
+    def __init__(self, service: JudgeService, markers: ReleasedMarkers, owned: "_Owned") -> None:
         self._service = service
         self._markers = markers
+        self._owned = owned
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         partitions = {tp.partition for tp in revoked if tp.topic == topics.ANSWERS}
         self._markers.forget(partitions)
-        self._service.drop_partitions(partitions)
+        await self._service.revoked(partitions)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        # Loaded here in one go, so the first messages do not each pay for a reader of their own.
-        await self._markers.ensure({tp.partition for tp in assigned if tp.topic == topics.ANSWERS})
+        partitions = {tp.partition for tp in assigned if tp.topic == topics.ANSWERS}
+        await self._service.assigned(partitions)
+        consumer = self._owned.consumer
+        if consumer is not None:
+            with contextlib.suppress(KafkaError):  # the handler loads them before it reads
+                await self._owned.prepare(consumer, partitions)
+
+
+class _Owned:
+    """The consumer the judge reads with, and what must be ready before a partition's records are
+    handled: its output open and its markers loaded (then its results may go out)."""
+
+    def __init__(self, service: JudgeService, markers: ReleasedMarkers) -> None:
+        self._service = service
+        self._markers = markers
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def prepare(self, consumer: AIOKafkaConsumer, partitions: set[int]) -> None:
+        results = self._service.results
+        assert results is not None
+        await results.ensure_open(partitions)
+        await self._markers.ensure(consumer, partitions)
+        results.resume(partitions)
 
 
 def register(
@@ -255,8 +399,7 @@ def register(
     without, results are published plainly (FastStream's in-memory test broker has no transactions)."""
     inbox = Inbox(broker, "judge")
     ledger = Ledger()
-    owned = OwnedPartitions(ledger)
-    sink = TransactionalResults(settings, ledger, owned) if exactly_once else None
+    sink = TransactionalResults(settings, ledger) if exactly_once else None
     service = JudgeService(
         models,
         Outbox(broker),
@@ -269,6 +412,7 @@ def register(
     )
     service.results = sink
     markers = ReleasedMarkers(settings, service.adopt)
+    owned = _Owned(service, markers)
 
     # Offsets are committed by hand after each result's transaction, only past the requests already
     # released (see `fusion.judge.output`). The handler itself never waits on a model call.
@@ -278,15 +422,48 @@ def register(
         GROUP,
         settings,
         isolation_level="read_committed",
-        listener=_Rebalance(service, markers) if exactly_once else None,
+        listener=_Rebalance(service, markers, owned) if exactly_once else None,
     )
 
     @subscriber
     async def on_answers(batch: Fetched) -> None:
-        if exactly_once:
-            owned.consumer = batch.consumer
-            await markers.ensure({record.partition for record in batch.records})
-        await each_record(batch, on_answer)
+        consumer = batch.consumer
+        if sink is not None and consumer is not None:
+            owned.consumer = sink.consumer = consumer
+            service.end_of = lambda p: _end_of(consumer, p)
+            partitions = {record.partition for record in batch.records}
+            try:
+                await owned.prepare(consumer, partitions)
+            except KafkaError as error:
+                # Nothing of these partitions is handled before their markers are in: read again.
+                log.warning("answers partitions not ready; reading again", error=repr(error))
+                rewind(consumer, batch.records)
+                await asyncio.sleep(PREPARE_RETRY_S)
+                return
+        full = (lambda: service.full) if consumer is not None else None
+        if await each_record(batch, on_answer, give_up, stop=full) and consumer is not None:
+            pause_until_room(consumer)
+        service.release_overdue()
+
+    async def give_up(record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        await inbox.dead_letter(record, reason)
+        service.ledger.record(record.partition, record.offset, None)
+
+    resuming: list[asyncio.Task[None]] = []
+
+    def pause_until_room(consumer: AIOKafkaConsumer) -> None:
+        """Full: its partitions pause (the consumer keeps polling, so the judge stays in its group)
+        until fusions finish; what was left of the batch is read again then."""
+        paused = consumer.assignment()
+        consumer.pause(*paused)
+        if resuming and not resuming[-1].done():
+            return
+
+        async def resume() -> None:
+            await service.room()
+            consumer.resume(*(tp for tp in paused if tp in consumer.assignment()))
+
+        resuming[:] = [asyncio.create_task(resume())]
 
     async def on_answer(record: ConsumerRecord[bytes, bytes]) -> None:
         partition, offset = record.partition, record.offset
@@ -294,11 +471,20 @@ def register(
         if isinstance(decoded, Invalid):
             service.ledger.record(partition, offset, None)
             return
-        await service.room()
+        if not exactly_once:  # the in-memory broker: no consumer to pause, so wait here
+            await service.room()
         with structlog.contextvars.bound_contextvars(request_id=decoded.request_id):
             await service.on_message(decoded, partition, offset)
 
     return service
+
+
+def _end_of(consumer: AIOKafkaConsumer, partition: int) -> int | None:
+    tp = TopicPartition(topics.ANSWERS, partition)
+    if tp not in consumer.assignment():
+        return None
+    end: int | None = consumer.last_stable_offset(tp)
+    return end if end is not None else consumer.highwater(tp)
 
 
 def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:

@@ -1,8 +1,8 @@
 """When is a request ready to fuse? Pure state and rules, no I/O and no clock of its own."""
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
 from fusion_contracts import PanelAnswer, PanelPlan, ReleaseReason
 
@@ -63,49 +63,104 @@ class Gathering:
         return min(instants)
 
 
-class Gatherings:
-    """Every open request, and a bounded memory of released ones so late answers are dropped."""
+LATE_ANSWERS_S = 120.0
+"""How long past its deadline a released request is remembered, so its late answers are ignored."""
 
-    def __init__(self, remember_released: int = 100_000) -> None:
+Seen = Literal["done", "fusing"]
+"""What `Gatherings.add` says of a message whose request is no longer gathering: its result is out
+(or another judge's), or it is being fused here."""
+
+
+class Gatherings:
+    """Every open request, those being fused, and those done, remembered for a while by time (not
+    by count): their late answers, and their messages read again after a rebalance, are ignored."""
+
+    def __init__(self) -> None:
         self._open: dict[str, Gathering] = {}
-        self._released: OrderedDict[str, None] = OrderedDict()
-        self._remember = remember_released
+        self._planned = 0
+        self._fusing: set[str] = set()
+        self._done: dict[str, datetime] = {}
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def add(self, message: PanelPlan | PanelAnswer, now: datetime) -> Gathering | None:
-        """The request's gathering after adding; None when the request was already released."""
+    @property
+    def planned(self) -> int:
+        """Open requests whose plan is in: those that will be released (answers without a plan wait
+        for it, and are swept if it never comes)."""
+        return self._planned
+
+    @property
+    def remembered(self) -> int:
+        return len(self._done)
+
+    def add(self, message: PanelPlan | PanelAnswer, now: datetime) -> Gathering | Seen:
+        """The request's gathering after adding, or what became of the request."""
         request_id = message.request_id
-        if request_id in self._released:
-            return None
+        if request_id in self._done:
+            return "done"
+        if request_id in self._fusing:
+            return "fusing"
         gathering = self._open.get(request_id)
         if gathering is None:
             gathering = self._open[request_id] = Gathering(request_id, first_seen=now)
+        had_plan = gathering.plan is not None
         gathering.add(message, now)
+        self._planned += gathering.plan is not None and not had_plan
         return gathering
 
     def get(self, request_id: str) -> Gathering | None:
         return self._open.get(request_id)
 
     def release(self, request_id: str) -> Gathering | None:
-        gathering = self._open.pop(request_id, None)
-        self._released[request_id] = None
-        while len(self._released) > self._remember:
-            self._released.popitem(last=False)
+        """Gathering ends, fusing starts."""
+        gathering = self._pop(request_id)
+        if gathering is not None:
+            self._fusing.add(request_id)
         return gathering
+
+    def add_rejection(self, request_id: str) -> str | None:
+        """A request refused before it was dispatched: fused (as a rejection) unless done already;
+        None when it is."""
+        if request_id in self._done:
+            return None
+        self._pop(request_id)  # answers without a plan: they never had one
+        self._fusing.add(request_id)
+        return request_id
+
+    def published(self, request_id: str, forget_after: datetime) -> None:
+        self._fusing.discard(request_id)
+        self._done[request_id] = forget_after
+
+    def abandon(self, request_id: str) -> None:
+        """Forgets a request entirely (its partition went to another judge), so that it is gathered
+        again should its messages come back."""
+        self._pop(request_id)
+        self._fusing.discard(request_id)
 
     def drop(self, request_id: str) -> None:
         """Forgets an open request without releasing it (its partition moved to another judge)."""
-        self._open.pop(request_id, None)
+        self._pop(request_id)
 
-    def mark_released(self, request_ids: set[str]) -> None:
-        """Requests another judge already released: their messages, read again, are ignored."""
+    def is_fusing(self, request_id: str) -> bool:
+        return request_id in self._fusing
+
+    def mark_released(self, request_ids: set[str], forget_after: datetime) -> set[str]:
+        """Requests already released by some judge: their messages, read again, are ignored. Returns
+        those of them being fused here (their fusion must stop: another judge published it)."""
+        stopped = request_ids & self._fusing
         for request_id in request_ids:
-            self._open.pop(request_id, None)
-            self._released[request_id] = None
-        while len(self._released) > self._remember:
-            self._released.popitem(last=False)
+            self._pop(request_id)
+            self._fusing.discard(request_id)
+            self._done.setdefault(request_id, forget_after)
+        return stopped
+
+    def expire(self, now: datetime) -> int:
+        """Forgets done requests past their time; returns how many."""
+        expired = [request_id for request_id, until in self._done.items() if until <= now]
+        for request_id in expired:
+            del self._done[request_id]
+        return len(expired)
 
     def drop_stale(self, older_than: datetime) -> list[str]:
         """Forgets answers whose plan never came; returns their request ids."""
@@ -115,5 +170,11 @@ class Gatherings:
             if gathering.plan is None and gathering.first_seen < older_than
         ]
         for request_id in stale:
-            del self._open[request_id]
+            del self._open[request_id]  # planless: not counted in `planned`
         return stale
+
+    def _pop(self, request_id: str) -> Gathering | None:
+        gathering = self._open.pop(request_id, None)
+        if gathering is not None and gathering.plan is not None:
+            self._planned -= 1
+        return gathering

@@ -28,19 +28,31 @@ class Ledger:
         return places[0][0] if places else None
 
     def committable(self, partitions: AbstractSet[int]) -> dict[int, int]:
-        """Per partition read so far, the offset to commit: its lowest open message, or one past the
-        highest offset read when none is open."""
+        """Per partition read so far, the offset to commit: its lowest open message, and never past
+        what was read since the partition was last (re)assigned."""
         result = {}
         for partition in partitions:
             if partition not in self._highest:
                 continue
-            open_offsets = self._open[partition]
-            result[partition] = min(open_offsets) if open_offsets else self._highest[partition] + 1
+            read_up_to = self._highest[partition] + 1
+            result[partition] = min(min(self._open[partition], default=read_up_to), read_up_to)
         return result
 
     def close(self, request_id: str) -> None:
         for partition, offset in self._by_request.pop(request_id, []):
             self._open[partition].pop(offset, None)
+
+    def requests_on(self, partitions: AbstractSet[int]) -> set[str]:
+        return {request_id for p in partitions for request_id in self._open.get(p, {}).values()}
+
+    def resync(self, partitions: AbstractSet[int], keep: AbstractSet[str]) -> None:
+        """Partitions revoked and perhaps coming back, to be read again from their last commit: the
+        open messages of requests other than `keep` are dropped, and nothing is committable until
+        the partition is read again."""
+        for partition in partitions:
+            self._highest.pop(partition, None)
+        for request_id in self.requests_on(partitions) - keep:
+            self.close(request_id)
 
     def forget(self, partitions: set[int]) -> set[str]:
         """Drops revoked partitions; returns the requests that were open on them."""

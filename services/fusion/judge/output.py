@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.producer import sender as aiokafka_sender
-from fusion_contracts import FusedResult, PanelPlan, limits, topics
+from fusion_contracts import FusedResult, PanelPlan, PanelRejection, limits, topics
 from opentelemetry import propagate
 
 from fusion.judge.ledger import Ledger
@@ -48,7 +48,7 @@ to what is committed."""
 
 @dataclass
 class _Pending:
-    plan: PanelPlan
+    plan: PanelPlan | PanelRejection
     result: FusedResult
     headers: list[tuple[str, bytes]]
     done: "asyncio.Future[bool]" = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -56,106 +56,156 @@ class _Pending:
 
 def retry_refused_transactions_sooner() -> None:
     """Sets aiokafka's wait after a refused first AddPartitionsToTxn (for the whole process: the
-    judge's producer is its only transactional one)."""
+    judge's producers are its only transactional ones)."""
     if not hasattr(aiokafka_sender, "BACKOFF_OVERRIDE"):
         log.warning("aiokafka has no BACKOFF_OVERRIDE any more; a refused transaction waits its default")
         return
     aiokafka_sender.BACKOFF_OVERRIDE = REFUSED_TXN_START_RETRY_S
 
 
-class TransactionalResults:
-    def __init__(self, settings: Settings, ledger: Ledger, owns: "OwnedPartitions") -> None:
+def transactional_id(partition: int) -> str:
+    """One id per answers partition, whichever judge holds it: the new owner's producer fences the
+    old owner's (a judge paused past its session timeout, say), which then cannot commit a result."""
+    return f"fusion-judge-answers-{partition}"
+
+
+class PartitionOutput:
+    """The results of one answers partition, in transactions of its own producer. While the
+    partition is being rebalanced its results wait; once the assignment is known they are published
+    (the partition came back) or refused (it went to another judge)."""
+
+    def __init__(self, settings: Settings, partition: int, committed: Callable[[int], None]) -> None:
+        self.partition = partition
         self._settings = settings
-        self._ledger = ledger
-        self._owns = owns
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._committed = committed
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._commits = BackgroundCommits()
         self._traced = tracing_enabled()
+        self.fenced = False
 
-    async def start(self) -> None:
-        retry_refused_transactions_sooner()
-        self._producer = AIOKafkaProducer(
+    async def open(self) -> None:
+        """(Again) the owner: a new producer under the partition's transactional id, which fences
+        every earlier one and aborts what they left open."""
+        await self._stop_producer()
+        producer = AIOKafkaProducer(
             bootstrap_servers=self._settings.kafka_bootstrap,
-            transactional_id=f"fusion-judge-{self._settings.instance_id}",
+            transactional_id=transactional_id(self.partition),
             enable_idempotence=True,
+            acks="all",
             max_request_size=limits.MAX_MESSAGE_BYTES,
-            # aiokafka's wait before retrying any refused transactional request other than a
-            # transaction's first partitions (those: `REFUSED_TXN_START_RETRY_S`). The default
-            # (100 ms) would add that much to every result whose transaction is refused once.
+            # aiokafka's wait before retrying a refused transactional request other than a
+            # transaction's first partitions (those: `REFUSED_TXN_START_RETRY_S`).
             retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
         )
-        await self._producer.start()
-        self._task = asyncio.create_task(self._run(), name="judge-results")
+        await producer.start()
+        self._producer = producer
+        self.fenced = False
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"judge-results-{self.partition}")
 
-    async def stop(self) -> None:
+    @property
+    def is_open(self) -> bool:
+        return self._producer is not None and not self.fenced
+
+    @property
+    def unopened(self) -> bool:
+        return self._producer is None and not self.fenced
+
+    def resume(self) -> None:
+        """Publishing may go on: the partition's markers are loaded, so what waits is not a result
+        another judge has already published."""
+        if self.is_open:
+            self._ready.set()
+
+    async def hold(self) -> None:
+        """Revoked, for now: no new transaction starts, and the one under way ends first."""
+        self._ready.clear()
+        async with self._lock:
+            pass
+
+    async def close(self) -> None:
+        """Another judge owns the partition now: what waits is refused (its new owner fuses it)."""
+        self._ready.clear()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._commits.flush()
-        if self._producer is not None:
-            await self._producer.stop()
+            self._task = None
+        self._refuse(self._pending)
+        self._pending = []
+        await self._stop_producer()
 
-    async def publish(self, plan: PanelPlan, result: FusedResult) -> bool:
-        """Waits until the result is committed; False when its partition moved to another judge."""
+    async def publish(self, plan: PanelPlan | PanelRejection, result: FusedResult) -> bool:
         headers: dict[str, str] = {}
         if self._traced:  # the context the result's span will be a child of (`publish_span`)
             propagate.inject(headers)
         pending = _Pending(plan, result, [(k, v.encode()) for k, v in headers.items()])
-        await self._queue.put(pending)
-        return await pending.done
+        self._pending.append(pending)
+        self._wake.set()
+        try:
+            return await pending.done
+        except asyncio.CancelledError:
+            if pending in self._pending:  # not under way: it will never be sent
+                self._pending.remove(pending)
+            raise
+
+    async def _stop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(KafkaError):
+                await producer.stop()
+
+    def _refuse(self, batch: list[_Pending]) -> None:
+        for item in batch:
+            if not item.done.done():
+                item.done.set_result(False)
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty() and len(batch) < MAX_BATCH:
-                batch.append(self._queue.get_nowait())
-            await self._commit_until_done(batch)
-
-    async def _commit_until_done(self, batch: list[_Pending]) -> None:
-        while True:
-            owned = [item for item in batch if self._owns.request(item.plan.request_id)]
-            for item in batch:
-                if item not in owned and not item.done.done():
-                    item.done.set_result(False)  # its new owner releases it again
-            if not owned:
-                return
-            try:
-                await self._transaction(owned)
-            except KafkaError as error:
-                log.warning("result transaction failed; retrying", error=repr(error), results=len(owned))
-                await asyncio.sleep(RETRY_S)
+            await self._wake.wait()
+            await self._ready.wait()
+            if not self._pending:
+                self._wake.clear()
                 continue
-            partitions = {
-                p for item in owned if (p := self._ledger.partition_of(item.plan.request_id)) is not None
-            }
-            for item in owned:
-                self._ledger.close(item.plan.request_id)
-                item.done.set_result(True)
-            self._commit_offsets_soon(partitions)
-            return
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            async with self._lock:
+                outcome = await self._commit(batch)
+            if outcome == "committed":
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_result(True)
+                self._committed(self.partition)
+            elif outcome == "fenced":
+                # Another judge holds the partition's id now; until the group gives the partition
+                # back (`open`), nothing of it may be published from here.
+                self.fenced = True
+                self._ready.clear()
+                self._refuse(batch)
+                self._refuse(self._pending)
+                self._pending = []
+            else:
+                self._pending = batch + self._pending
+                await asyncio.sleep(RETRY_S)
 
-    async def _transaction(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[_Pending]) -> str:
         producer = self._producer
-        assert producer is not None
-        async with producer.transaction():
-            for item in batch:
-                await self._send(producer, item)
-
-    def _commit_offsets_soon(self, partitions: set[int]) -> None:
-        """Past every request released so far on these partitions, for those still assigned."""
-        consumer = self._owns.consumer
-        if consumer is None:
-            return
-        assigned = consumer.assignment()
-        offsets = {
-            tp: offset
-            for partition, offset in self._ledger.committable(partitions).items()
-            if (tp := TopicPartition(topics.ANSWERS, partition)) in assigned
-        }
-        self._commits.due(consumer, offsets)
+        if producer is None:
+            return "retry"
+        try:
+            async with producer.transaction():
+                for item in batch:
+                    await self._send(producer, item)
+        except ProducerFenced:
+            log.warning("results refused: another judge holds the partition", partition=self.partition)
+            return "fenced"
+        except KafkaError as error:
+            log.warning("result transaction failed; retrying", error=repr(error), results=len(batch))
+            return "retry"
+        return "committed"
 
     async def _send(self, producer: AIOKafkaProducer, item: _Pending) -> None:
         reply_to = item.plan.reply_to
@@ -169,34 +219,98 @@ class TransactionalResults:
                 partition=reply_to.partition if reply_to else None,
                 headers=headers,
             )
-        await producer.send(topics.RELEASED, b"", key=key)
+        await producer.send(topics.RELEASED, b"", key=key, partition=self.partition)
 
 
-class OwnedPartitions:
-    """Whether this judge still owns a request's answers partition: asked of the consumer itself at
-    the moment of publishing, so no rebalance callback can be late for it."""
+class TransactionalResults:
+    """Every owned answers partition's `PartitionOutput`, opened and closed with the assignment."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, settings: Settings, ledger: Ledger) -> None:
+        self._settings = settings
         self._ledger = ledger
+        self._outputs: dict[int, PartitionOutput] = {}
+        self._commits = BackgroundCommits()
         self.consumer: AIOKafkaConsumer | None = None
 
-    def request(self, request_id: str) -> bool:
-        partition = self._ledger.partition_of(request_id)
-        if partition is None or self.consumer is None:
+    async def start(self) -> None:
+        retry_refused_transactions_sooner()
+
+    async def stop(self) -> None:
+        await self._commits.flush()
+        for output in list(self._outputs.values()):
+            await output.close()
+        self._outputs.clear()
+
+    def owns(self, partition: int) -> bool:
+        output = self._outputs.get(partition)
+        return output is not None and not output.fenced
+
+    async def hold(self, partitions: set[int]) -> None:
+        await asyncio.gather(*(self._outputs[p].hold() for p in partitions if p in self._outputs))
+
+    async def assigned(self, partitions: set[int]) -> None:
+        """The group's new assignment: outputs of partitions lost are closed, those of partitions
+        held are opened anew (their producers fence any earlier holder) and wait for `resume`."""
+        for partition in set(self._outputs) - partitions:
+            await self._outputs.pop(partition).close()
+        for partition in partitions:
+            if partition not in self._outputs:
+                self._outputs[partition] = PartitionOutput(
+                    self._settings, partition, self._commit_offsets_soon
+                )
+        await asyncio.gather(*(self._outputs[p].open() for p in partitions))
+
+    async def ensure_open(self, partitions: set[int]) -> None:
+        """Opens the outputs of assigned `partitions` that a failed rebalance step left without a
+        producer (never one that was fenced: only the next assignment may reopen that)."""
+        for partition in partitions:
+            if partition not in self._outputs:
+                self._outputs[partition] = PartitionOutput(
+                    self._settings, partition, self._commit_offsets_soon
+                )
+        unopened = [o for p in partitions if (o := self._outputs[p]).unopened]
+        await asyncio.gather(*(output.open() for output in unopened))
+
+    def resume(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            if output := self._outputs.get(partition):
+                output.resume()
+
+    async def publish(self, plan: PanelPlan | PanelRejection, result: FusedResult) -> bool:
+        """Waits until the result is committed; False when its partition moved to another judge."""
+        partition = self._ledger.partition_of(plan.request_id)
+        output = self._outputs.get(partition) if partition is not None else None
+        if output is None or output.fenced:
             return False
-        return TopicPartition(topics.ANSWERS, partition) in self.consumer.assignment()
+        return await output.publish(plan, result)
+
+    def _commit_offsets_soon(self, partition: int) -> None:
+        """Past every request released so far on the partition, while it is still assigned."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        tp = TopicPartition(topics.ANSWERS, partition)
+        if tp not in consumer.assignment():
+            return
+        offsets = self._ledger.committable({partition})
+        if partition in offsets:
+            self._commits.due(consumer, {tp: offsets[partition]})
 
 
 class ReleasedMarkers:
-    """Loads a partition's released markers before the judge reads its first message from it."""
+    """Loads a partition's released markers before the judge reads its first message from it: those
+    of requests released since the oldest message it will read again, whatever the history's size."""
 
-    def __init__(self, settings: Settings, adopt: "Callable[[set[str]], None]") -> None:
+    def __init__(self, settings: Settings, adopt: "Callable[[dict[int, set[str]]], None]") -> None:
         self._settings = settings
         self._adopt = adopt
         self._loaded: set[int] = set()
         self._lock = asyncio.Lock()
 
-    async def ensure(self, partitions: set[int]) -> None:
+    def loaded(self, partitions: set[int]) -> bool:
+        return partitions <= self._loaded
+
+    async def ensure(self, consumer: AIOKafkaConsumer, partitions: set[int]) -> None:
         """Loads the markers of those of `partitions` not loaded yet, all with one reader."""
         if partitions <= self._loaded:
             return
@@ -204,21 +318,33 @@ class ReleasedMarkers:
             missing = partitions - self._loaded
             if not missing:
                 return
-            released = await released_requests(self._settings, missing)
+            committed = {
+                p: await consumer.committed(TopicPartition(topics.ANSWERS, p)) for p in sorted(missing)
+            }
+            released = await released_requests(
+                self._settings, committed, self._settings.judge_markers_margin_s
+            )
             self._adopt(released)
             self._loaded |= missing
             log.info(
-                "answers partitions taken over", partitions=sorted(missing), already_released=len(released)
+                "answers partitions taken over",
+                partitions=sorted(missing),
+                already_released=sum(len(ids) for ids in released.values()),
             )
 
     def forget(self, partitions: set[int]) -> None:
         self._loaded -= partitions
 
 
-async def released_requests(settings: Settings, partitions: set[int]) -> set[str]:
-    """The request ids already released on these partitions, from the markers topic."""
-    if not partitions:
-        return set()
+async def released_requests(
+    settings: Settings, committed: dict[int, int | None], margin_s: float
+) -> dict[int, set[str]]:
+    """Per answers partition, the ids of requests already released among those whose messages lie
+    past its committed offset (`None`: nothing committed, so every marker counts). Markers are read
+    from `margin_s` before the oldest answer to be read again: the markers' and the answers'
+    timestamps come from different clocks (the brokers', with LogAppendTime)."""
+    if not committed:
+        return {}
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=None,
@@ -227,19 +353,70 @@ async def released_requests(settings: Settings, partitions: set[int]) -> set[str
     )
     await consumer.start()
     try:
-        assigned = [TopicPartition(topics.RELEASED, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        ends = await consumer.end_offsets(assigned)
-        released: set[str] = set()
-        remaining = {tp for tp in assigned if ends[tp] > 0}
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=500)
-            for records in batches.values():
-                released.update(record.key.decode() for record in records if record.key)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-        return released
+        starts = await _marker_starts(consumer, committed, int(margin_s * 1000))
+        return await _read_markers(consumer, starts)
     finally:
         await consumer.stop()
+
+
+async def _marker_starts(
+    consumer: AIOKafkaConsumer, committed: dict[int, int | None], margin_ms: int
+) -> dict[int, int]:
+    """Where to read each partition's markers from: markers older than the first answer to be read
+    again cannot name a request that will be read again."""
+    answers = [TopicPartition(topics.ANSWERS, p) for p in committed]
+    answer_ends = await consumer.end_offsets(answers)
+    oldest_ms: dict[int, int] = {}
+    for tp in answers:
+        offset = committed[tp.partition]
+        if offset is None:
+            oldest_ms[tp.partition] = 0
+        elif offset < answer_ends[tp]:
+            oldest_ms[tp.partition] = await _timestamp_at(consumer, tp, offset)
+    markers = {p: TopicPartition(topics.RELEASED, p) for p in oldest_ms}
+    if not markers:
+        return {}
+    found = await consumer.offsets_for_times(
+        {tp: max(oldest_ms[p] - margin_ms, 0) for p, tp in markers.items()}
+    )
+    return {p: stamp.offset for p, tp in markers.items() if (stamp := found.get(tp)) is not None}
+
+
+async def _timestamp_at(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> int:
+    consumer.assign([tp])
+    consumer.seek(tp, offset)
+    records = await consumer.getmany(tp, timeout_ms=5_000, max_records=1)
+    first = next(iter(records.get(tp, [])), None)
+    return first.timestamp if first is not None else 0
+
+
+async def _read_markers(consumer: AIOKafkaConsumer, starts: dict[int, int]) -> dict[int, set[str]]:
+    released: dict[int, set[str]] = {p: set() for p in starts}
+    if not starts:
+        return released
+    assigned = [TopicPartition(topics.RELEASED, p) for p in sorted(starts)]
+    consumer.assign(assigned)
+    for tp in assigned:
+        consumer.seek(tp, starts[tp.partition])
+    ends = await consumer.end_offsets(assigned)
+    remaining = {tp for tp in assigned if ends[tp] > starts[tp.partition]}
+    while remaining:
+        batches = await consumer.getmany(*remaining, timeout_ms=500)
+        for tp, records in batches.items():
+            for record in records:
+                if request_id := _marker_id(record.key):
+                    released[tp.partition].add(request_id)
+        for tp in list(remaining):
+            if await consumer.position(tp) >= ends[tp]:
+                remaining.discard(tp)
+    return released
+
+
+def _marker_id(key: bytes | None) -> str | None:
+    """A marker's request id; None for a key that no judge wrote (it names no request)."""
+    if not key or len(key) > limits.MAX_ID_CHARS:
+        return None
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return None

@@ -15,14 +15,20 @@ class TopicPlan:
     config: dict[str, str] = field(default_factory=dict)
 
 
+BROKER_TIMESTAMPS = {"message.timestamp.type": "LogAppendTime"}
+MARKER_RETENTION = {"cleanup.policy": "delete", "retention.ms": str(24 * 3600 * 1000)}
+
+
 def topic_plan(settings: Settings) -> list[TopicPlan]:
     return [
         TopicPlan(topics.REQUESTS, settings.partitions_requests),
         TopicPlan(topics.TASKS, settings.partitions_tasks),
-        TopicPlan(topics.ANSWERS, settings.partitions_answers),
+        TopicPlan(topics.ANSWERS, settings.partitions_answers, BROKER_TIMESTAMPS),
         TopicPlan(topics.RESULTS, settings.partitions_results),
-        # Same partition count as the answers: a request's marker lands on its answers' partition number.
-        TopicPlan(topics.RELEASED, settings.partitions_answers, {"cleanup.policy": "compact"}),
+        # One marker partition per answers partition. A judge taking a partition over reads only the
+        # markers written since its oldest uncommitted answer, by time: so both topics are stamped by
+        # the brokers, and the markers are kept for a day, far longer than any request stays open.
+        TopicPlan(topics.RELEASED, settings.partitions_answers, {**BROKER_TIMESTAMPS, **MARKER_RETENTION}),
         TopicPlan(topics.DLQ, settings.partitions_dlq),
     ]
 

@@ -20,6 +20,7 @@ Three things a batch would lose are put back here:
   owner reads them again from the last commit.
 """
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ class BatchSubscription:
             heartbeat_interval_ms=1_500,
             max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
             **options,
         )
         metrics = message_metrics_of(broker)
@@ -143,27 +145,76 @@ def _straight_to(subscriber: Any, handle: HandleBatch, received: ReceivedMetrics
     subscriber.consume_one = consume_one
 
 
-async def each_record(batch: Fetched, handle: Handle) -> None:
-    """Hands `handle` each record of a batch, in order. One that raises is logged and the batch goes
-    on, as FastStream goes on after a message whose handler raised. Records of partitions a rebalance
-    has taken away meanwhile are skipped."""
+HANDLE_ATTEMPTS = 3
+RETRY_BACKOFF_S = (0.05, 0.5)
+"""Waits between attempts at a record whose handling raised."""
+
+GiveUp = Callable[[Record, str], Awaitable[None]]
+"""What a service does with a record it could not handle: dead-letter it with the reason, and count
+it as done so its partition's commits go on."""
+
+
+async def each_record(
+    batch: Fetched, handle: Handle, give_up: GiveUp | None = None, stop: Callable[[], bool] | None = None
+) -> tuple[Record, ...]:
+    """Hands `handle` each record of a batch, in order. A record whose handling raises is tried
+    again, then given up (`give_up`), and the batch goes on. When `stop` says so, or a record could
+    not even be given up, the records left are fetched again (`rewind`) and returned. Records of
+    partitions a rebalance took away meanwhile are skipped: their new owner reads them from the last
+    commit."""
     traced = tracing_enabled()
-    for record in batch.records:
+    for index, record in enumerate(batch.records):
         if batch.consumer is not None and not _still_assigned(batch.consumer, record):
             continue
+        if (stop is not None and stop()) or not await _handle_or_give_up(record, handle, give_up, traced):
+            left = batch.records[index:]
+            if batch.consumer is not None:
+                rewind(batch.consumer, left)
+            return left
+    return ()
+
+
+async def _handle_or_give_up(record: Record, handle: Handle, give_up: GiveUp | None, traced: bool) -> bool:
+    """False when the record was neither handled nor given up (giving it up failed too)."""
+    for attempt in range(HANDLE_ATTEMPTS):
         try:
             if traced:
                 with _span_from_producer(record):
                     await handle(record)
             else:
                 await handle(record)
-        except Exception:
+            return True
+        except Exception as error:  # any failure: the record must be retried or given up, never lost
             log.exception(
                 "message not handled",
                 topic=record.topic,
                 partition=record.partition,
                 offset=record.offset,
+                attempt=attempt + 1,
             )
+            if attempt + 1 < HANDLE_ATTEMPTS:
+                await asyncio.sleep(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
+                continue
+            if give_up is None:
+                return True
+            try:
+                await give_up(record, f"not handled after {HANDLE_ATTEMPTS} attempts: {error!r}")
+            except Exception:  # the dead-letter topic is out of reach too: read it again later
+                log.exception("message neither handled nor given up", topic=record.topic)
+                return False
+    return True
+
+
+def rewind(consumer: AIOKafkaConsumer, records: tuple[Record, ...]) -> None:
+    """Has the consumer fetch these records again: each partition's position goes back to its
+    first record among them (partitions no longer assigned are left to their new owner)."""
+    firsts: dict[TopicPartition, int] = {}
+    for record in records:
+        firsts.setdefault(TopicPartition(record.topic, record.partition), record.offset)
+    assigned = consumer.assignment()
+    for tp, offset in firsts.items():
+        if tp in assigned:
+            consumer.seek(tp, offset)
 
 
 def _still_assigned(consumer: AIOKafkaConsumer, record: Record) -> bool:

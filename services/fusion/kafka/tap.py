@@ -9,13 +9,12 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Generic, Self, TypeVar
+from typing import Annotated, Any, Generic, Self, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer
 from fusion_contracts import (
     AnswerChunk,
-    AnswersMessage,
     FusedResult,
     PanelAnswer,
     PanelPlan,
@@ -23,7 +22,7 @@ from fusion_contracts import (
     limits,
     topics,
 )
-from pydantic import TypeAdapter
+from pydantic import Discriminator, TypeAdapter
 
 from fusion.kafka.codec import DecodeError, decode
 
@@ -177,7 +176,10 @@ class ReplyRouter(Correlator[Reply]):
 
 
 _REPLIES: TypeAdapter[Reply] = TypeAdapter(ReplyMessage)
-_ANSWERS: TypeAdapter[PanelPlan | PanelAnswer] = TypeAdapter(AnswersMessage)
+_PROGRESS: TypeAdapter[PanelPlan | PanelAnswer] = TypeAdapter(
+    Annotated[PanelPlan | PanelAnswer, Discriminator("kind")]
+)
+"""What a watcher shows of `fusion.answers`; the judge's other messages there are skipped."""
 
 
 def result_waiter(bootstrap: str) -> ReplyRouter:
@@ -186,4 +188,4 @@ def result_waiter(bootstrap: str) -> ReplyRouter:
 
 def answer_watcher(bootstrap: str) -> Correlator[PanelPlan | PanelAnswer]:
     """Plans and answers of requests, for showing progress."""
-    return Correlator(bootstrap, topics.ANSWERS, _ANSWERS, lambda message: message.request_id)
+    return Correlator(bootstrap, topics.ANSWERS, _PROGRESS, lambda message: message.request_id)

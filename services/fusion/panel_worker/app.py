@@ -107,7 +107,11 @@ def register(
                 return
             await worker.accept(task, done)
 
-        await each_record(batch, on_task)
+        async def give_up(record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+            await inbox.dead_letter(record, reason)
+            worker.committer.started(record, batch.consumer)()
+
+        await each_record(batch, on_task, give_up)
 
     return worker
 
