@@ -23,7 +23,7 @@ help:
 	@echo "make bench   overhead, in-process ratio, throughput, quorum tail, memory: table, plot, JSON"
 	@echo "make bench-gateway   the gateway's added latency (stand-in models), table + plot"
 	@echo "make bench-floor     the floor: bare Kafka hops, then the design's flow on bare relays (5 min)"
-	@echo "make fuzz    bad messages on every consumed topic: all dead-lettered, counts printed"
+	@echo "make fuzz    10,000 malformed records on every consumed topic and bad markers: all dead-lettered or skipped, counts printed (about a minute)"
 	@echo "make chaos   500 requests while every service is killed twice and the broker restarts"
 
 install: $(INSTALLED)
@@ -98,7 +98,7 @@ chaos: install
 	$(BIN)/python -m bench.chaos
 
 fuzz: install
-	$(BIN)/pytest tests/integration/test_fuzz.py -s -q
+	$(BIN)/pytest tests/integration/test_fuzz.py -s -q --tb=short
 
 bench-gateway: install
 	$(BIN)/python -m bench.gateway_overhead

@@ -37,7 +37,7 @@ import aiohttp
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from fusion.judge.output import TXN_RETRY_BACKOFF_MS, retry_refused_transactions_sooner
+from fusion.kafka.transactions import TXN_RETRY_BACKOFF_MS
 from fusion.runtime import tune_garbage_collector
 from rich.console import Console
 from rich.table import Table
@@ -193,7 +193,6 @@ async def panel_worker() -> None:
 
 
 async def judge() -> None:
-    retry_refused_transactions_sooner()
     producer = AIOKafkaProducer(
         bootstrap_servers=BOOTSTRAP,
         transactional_id="relay-judge",

@@ -13,7 +13,9 @@ class DeadLetter(Contract):
     topic: str
     partition: NonNegativeInt
     offset: NonNegativeInt
-    key: str | None = Field(default=None, description="The original key, decoded as UTF-8 with replacement.")
+    key: str | None = Field(
+        default=None, description="The original key (its first 1 KiB), decoded as UTF-8 with replacement."
+    )
     service: str
     error: str = Field(description="Why the message could not be used.")
     raw_base64: str = Field(description="The original value, base64, cut at the size limit.")

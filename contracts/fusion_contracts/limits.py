@@ -18,3 +18,5 @@ MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 """Producers, consumers and topics are configured for messages up to this size."""
 MAX_ID_CHARS: Final = 128
 MAX_DEAD_LETTER_RAW_BYTES: Final = 64 * 1024
+MAX_DEAD_LETTER_KEY_BYTES: Final = 1024
+"""A dead letter keeps at most this much of the original key, in its body and as its own key."""

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     judge_max_open: int = Field(
         default=10_000, ge=1, description="Open requests held in memory; past it the judge stops consuming."
     )
+    reply_topics: list[str] = Field(
+        default=["fusion.results", "fusion.replies.*"],
+        description="Topics (fnmatch patterns) a request's reply_to may name; others get fusion.results.",
+    )
     judge_markers_margin_s: float = Field(
         default=300.0,
         ge=0,

@@ -1,15 +1,14 @@
-"""Batches: every record handled in order whatever one of them does, no sleep on an idle consumer, and
-each fetch handed to the handler by the consume loop itself, counted as FastStream counts it."""
+"""Batches: every record handled in order whatever one of them does, and each batch handed to the
+handler through FastStream's subscriber, counted by FastStream's metrics middleware."""
 
-import time
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from faststream.kafka import KafkaBroker
-from fusion.kafka.batches import IDLE_WAIT_MS, MAX_RECORDS, BatchSubscription, Fetched, each_record, fetch
-from fusion.observability.message_metrics import KafkaMessageMetrics
+from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from fusion.kafka.batches import BatchSubscription, Fetched, Record, each_record, tolerant_headers
 from fusion.settings import Settings
 from prometheus_client import CollectorRegistry
 
@@ -63,33 +62,6 @@ async def test_records_of_a_partition_revoked_during_the_batch_are_left_to_its_n
     assert handled == [(1, 7), (0, 3), (0, 4)]
 
 
-class FetchingConsumer:
-    """Answers `getmany` from a list of fetches, recording what it was asked."""
-
-    def __init__(self, *fetches: dict[TopicPartition, list[Any]]) -> None:
-        self._fetches = list(fetches)
-        self.asked: list[tuple[int, int | None]] = []
-
-    async def getmany(self, timeout_ms: int, max_records: int | None) -> dict[TopicPartition, list[Any]]:
-        self.asked.append((timeout_ms, max_records))
-        return self._fetches.pop(0)
-
-
-async def test_an_empty_wait_returns_at_once_and_records_come_in_partition_order() -> None:
-    first, second = TopicPartition("t", 0), TopicPartition("t", 1)
-    consumer = FetchingConsumer({}, {first: [a_record(5), a_record(6)], second: [a_record(9, 1)]})
-
-    started = time.monotonic()
-    nothing = await fetch(cast(AIOKafkaConsumer, consumer))
-    waited_s = time.monotonic() - started
-    fetched = await fetch(cast(AIOKafkaConsumer, consumer))
-
-    assert nothing == ()
-    assert waited_s < IDLE_WAIT_MS / 1000 / 10  # FastStream's own sleeps IDLE_WAIT_MS after an empty wait
-    assert [(record.partition, record.offset) for record in fetched] == [(0, 5), (0, 6), (1, 9)]
-    assert consumer.asked == [(IDLE_WAIT_MS, MAX_RECORDS)] * 2
-
-
 def counted(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return (
         registry.get_sample_value(name, {"app_name": "svc", "broker": "kafka", "handler": "t", **labels})
@@ -98,41 +70,29 @@ def counted(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 @pytest.mark.parametrize("fails", [False, True])
-async def test_the_consume_loop_hands_each_fetch_to_the_handler_and_counts_it(fails: bool) -> None:
+async def test_a_subscription_hands_each_batch_to_its_handler_and_faststream_counts_it(fails: bool) -> None:
     registry = CollectorRegistry()
-    broker = KafkaBroker(middlewares=[KafkaMessageMetrics(registry=registry, app_name="svc")])
+    broker = KafkaBroker(middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name="svc")])
     subscription = BatchSubscription(broker, "t", "g", Settings())
-    handled: list[Fetched] = []
+    handled: list[list[bytes]] = []
 
     @subscription
     async def handle(batch: Fetched) -> None:
-        handled.append(batch)
+        handled.append([record.value for record in batch.records])
         if fails:
             raise RuntimeError("boom")
 
-    loop = subscription.subscriber
-    loop.running = True
-    fetches = FetchingConsumer({}, {TopicPartition("t", 0): [a_record(5), a_record(6)]})
-    consumer = cast(AIOKafkaConsumer, fetches)
-    assert await loop.get_msg(consumer) is None  # nothing fetched: the loop hands nothing over
-    batch = await loop.get_msg(consumer)
-    await loop.consume_one(batch)  # a handler that raises is logged; the loop goes on
+    async with TestKafkaBroker(broker) as test_broker:
+        try:
+            await test_broker.publish_batch(b"{}", b"[]", topic="t")
+        except RuntimeError:  # the in-memory broker hands a handler's error back to the publisher
+            assert fails
 
-    assert [(b.consumer, [r.offset for r in b.records]) for b in handled] == [(consumer, [5, 6])]
+    assert handled == [[b"{}", b"[]"]]
     assert counted(registry, "faststream_received_messages_total") == 2
-    assert counted(registry, "faststream_received_messages_size_bytes_sum") == 4
     assert counted(registry, "faststream_received_messages_in_process") == 0
     status = "error" if fails else "acked"
     assert counted(registry, "faststream_received_processed_messages_total", status=status) == 2
-    if fails:
-        assert (
-            counted(
-                registry,
-                "faststream_received_processed_messages_exceptions_total",
-                exception_type="RuntimeError",
-            )
-            == 1
-        )
 
 
 async def test_a_record_whose_handling_keeps_raising_is_given_up_with_the_reason() -> None:
@@ -198,3 +158,25 @@ class RewindingConsumer(ShrinkingConsumer):
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self.seeks.append((partition, offset))
+
+
+async def test_records_with_unreadable_headers_reach_the_handler_with_readable_ones() -> None:
+    """FastStream's parser decodes every header as UTF-8; one bad header would lose the whole batch."""
+    record = ConsumerRecord(
+        topic="t", partition=0, offset=3, timestamp=0, timestamp_type=0, key=None, value=b"{}",
+        checksum=None, serialized_key_size=0, serialized_value_size=2,
+        headers=(("traceparent", b"\xff\xfe"), ("empty", None), ("content-type", b"application/json")),
+    )  # fmt: skip
+    parsed: list[tuple[Record, ...]] = []
+
+    async def faststreams_parser(records: tuple[Record, ...]) -> KafkaMessage:
+        for r in records:
+            {name: value.decode() for name, value in r.headers}  # as FastStream's own does
+        parsed.append(records)
+        return cast(KafkaMessage, object())
+
+    await tolerant_headers((record,), faststreams_parser)
+
+    [[seen]] = parsed
+    assert (seen.topic, seen.partition, seen.offset, seen.value) == ("t", 0, 3, b"{}")
+    assert seen.headers == (("traceparent", "\ufffd\ufffd".encode()), ("content-type", b"application/json"))

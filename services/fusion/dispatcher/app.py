@@ -37,7 +37,7 @@ def _recoverable(raw: bytes | None) -> tuple[str, ReplyTo | None] | None:
     """The request id (and where to reply) of a message that failed validation, when still usable."""
     try:
         data = json.loads(raw or b"")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: not worth answering
         return None
     if not isinstance(data, dict):
         return None

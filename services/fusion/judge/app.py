@@ -4,10 +4,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
@@ -33,6 +33,7 @@ from fusion.judge.gathering import LATE_ANSWERS_S, Gathering, Gatherings
 from fusion.judge.ledger import Ledger
 from fusion.judge.output import GROUP, ReleasedMarkers, TransactionalResults
 from fusion.judge.streaming import ChunkPublisher
+from fusion.kafka.assignment import AssignmentListener
 from fusion.kafka.batches import BatchSubscription, Fetched, each_record, rewind
 from fusion.kafka.broker import Outbox, build_broker
 from fusion.kafka.dead_letters import Inbox, Invalid
@@ -348,29 +349,6 @@ def _forget_after(deadline_at: datetime) -> datetime:
     return max(deadline_at, utc_now()) + timedelta(seconds=LATE_ANSWERS_S)
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Revoked: results of those partitions wait. Assigned: outputs reopened (fencing any earlier
-    holder), then the markers loaded; the handler repeats what failed here before it reads."""
-
-    def __init__(self, service: JudgeService, markers: ReleasedMarkers, owned: "_Owned") -> None:
-        self._service = service
-        self._markers = markers
-        self._owned = owned
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        partitions = {tp.partition for tp in revoked if tp.topic == topics.ANSWERS}
-        self._markers.forget(partitions)
-        await self._service.revoked(partitions)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        partitions = {tp.partition for tp in assigned if tp.topic == topics.ANSWERS}
-        await self._service.assigned(partitions)
-        consumer = self._owned.consumer
-        if consumer is not None:
-            with contextlib.suppress(KafkaError):  # the handler loads them before it reads
-                await self._owned.prepare(consumer, partitions)
-
-
 class _Owned:
     """The consumer the judge reads with, and what must be ready before a partition's records are
     handled: its output open and its markers loaded (then its results may go out)."""
@@ -379,6 +357,19 @@ class _Owned:
         self._service = service
         self._markers = markers
         self.consumer: AIOKafkaConsumer | None = None
+
+    async def revoked(self, partitions: set[int]) -> None:
+        """Results of those partitions wait until the assignment is known."""
+        self._markers.forget(partitions)
+        await self._service.revoked(partitions)
+
+    async def assigned(self, partitions: set[int]) -> None:
+        """Outputs reopened (fencing any earlier holder), then the markers loaded; the handler repeats
+        what failed here before it reads."""
+        await self._service.assigned(partitions)
+        if self.consumer is not None:
+            with contextlib.suppress(KafkaError):
+                await self.prepare(self.consumer, partitions)
 
     async def prepare(self, consumer: AIOKafkaConsumer, partitions: set[int]) -> None:
         results = self._service.results
@@ -422,7 +413,7 @@ def register(
         GROUP,
         settings,
         isolation_level="read_committed",
-        listener=_Rebalance(service, markers, owned) if exactly_once else None,
+        listener=AssignmentListener(topics.ANSWERS, owned.revoked, owned.assigned) if exactly_once else None,
     )
 
     @subscriber
@@ -444,6 +435,9 @@ def register(
         if await each_record(batch, on_answer, give_up, stop=full) and consumer is not None:
             pause_until_room(consumer)
         service.release_overdue()
+        if sink is not None:  # messages that opened nothing (dead letters, late answers) count too
+            for partition in {record.partition for record in batch.records}:
+                sink.commit_soon(partition)
 
     async def give_up(record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         await inbox.dead_letter(record, reason)
@@ -500,8 +494,6 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
             service.sweep()
 
     async def start() -> None:
-        if service.results is not None:
-            await service.results.start()
         sweeper.append(asyncio.create_task(sweep_forever()))
 
     async def stop() -> None:

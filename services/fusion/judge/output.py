@@ -16,16 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
-from aiokafka.producer import sender as aiokafka_sender
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from fusion_contracts import FusedResult, PanelPlan, PanelRejection, limits, topics
 from opentelemetry import propagate
 
+from fusion.judge.destinations import Destinations
 from fusion.judge.ledger import Ledger
 from fusion.kafka.broker import publish_span
 from fusion.kafka.codec import encode
 from fusion.kafka.commits import BackgroundCommits
+from fusion.kafka.transactions import Outgoing, PartitionProducer
 from fusion.observability.tracing import tracing_enabled
 from fusion.settings import Settings
 
@@ -34,16 +34,6 @@ log = structlog.get_logger(__name__)
 GROUP = "fusion-judges"
 MAX_BATCH = 200
 RETRY_S = 1.0
-TXN_RETRY_BACKOFF_MS = 5
-REFUSED_TXN_START_RETRY_S = 0.002
-"""How soon a transaction whose first partitions were refused asks again. The broker answers a
-commit before it has written the commit's markers, and until they are written it refuses the next
-transaction (CONCURRENT_TRANSACTIONS), which happens whenever results follow each other closely.
-aiokafka then waits a fixed 20 ms (its `BACKOFF_OVERRIDE`), and every result queued behind that
-transaction waits with it. The markers follow the commit closely, so one retry after 2 ms is nearly
-always enough. On a cluster whose markers take longer to write (replicated partitions), it asks
-every 2 ms until they are: a few more small requests to the transaction coordinator, and no change
-to what is committed."""
 
 
 @dataclass
@@ -52,15 +42,6 @@ class _Pending:
     result: FusedResult
     headers: list[tuple[str, bytes]]
     done: "asyncio.Future[bool]" = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-
-def retry_refused_transactions_sooner() -> None:
-    """Sets aiokafka's wait after a refused first AddPartitionsToTxn (for the whole process: the
-    judge's producers are its only transactional ones)."""
-    if not hasattr(aiokafka_sender, "BACKOFF_OVERRIDE"):
-        log.warning("aiokafka has no BACKOFF_OVERRIDE any more; a refused transaction waits its default")
-        return
-    aiokafka_sender.BACKOFF_OVERRIDE = REFUSED_TXN_START_RETRY_S
 
 
 def transactional_id(partition: int) -> str:
@@ -74,7 +55,9 @@ class PartitionOutput:
     partition is being rebalanced its results wait; once the assignment is known they are published
     (the partition came back) or refused (it went to another judge)."""
 
-    def __init__(self, settings: Settings, partition: int, committed: Callable[[int], None]) -> None:
+    def __init__(
+        self, settings: Settings, partition: int, committed: Callable[[int, set[str]], None]
+    ) -> None:
         self.partition = partition
         self._settings = settings
         self._committed = committed
@@ -82,38 +65,28 @@ class PartitionOutput:
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._producer: AIOKafkaProducer | None = None
+        self._producer = PartitionProducer(settings.kafka_bootstrap, transactional_id(partition))
         self._task: asyncio.Task[None] | None = None
         self._traced = tracing_enabled()
-        self.fenced = False
+        self._destinations = Destinations(settings.reply_topics, self._producer.partitions_for)
 
     async def open(self) -> None:
-        """(Again) the owner: a new producer under the partition's transactional id, which fences
-        every earlier one and aborts what they left open."""
-        await self._stop_producer()
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap,
-            transactional_id=transactional_id(self.partition),
-            enable_idempotence=True,
-            acks="all",
-            max_request_size=limits.MAX_MESSAGE_BYTES,
-            # aiokafka's wait before retrying a refused transactional request other than a
-            # transaction's first partitions (those: `REFUSED_TXN_START_RETRY_S`).
-            retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
-        )
-        await producer.start()
-        self._producer = producer
-        self.fenced = False
+        """(Again) the owner: fences every earlier holder of the partition's id."""
+        await self._producer.open()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"judge-results-{self.partition}")
 
     @property
+    def fenced(self) -> bool:
+        return self._producer.fenced
+
+    @property
     def is_open(self) -> bool:
-        return self._producer is not None and not self.fenced
+        return self._producer.is_open
 
     @property
     def unopened(self) -> bool:
-        return self._producer is None and not self.fenced
+        return self._producer.unopened
 
     def resume(self) -> None:
         """Publishing may go on: the partition's markers are loaded, so what waits is not a result
@@ -137,7 +110,7 @@ class PartitionOutput:
             self._task = None
         self._refuse(self._pending)
         self._pending = []
-        await self._stop_producer()
+        await self._producer.close()
 
     async def publish(self, plan: PanelPlan | PanelRejection, result: FusedResult) -> bool:
         headers: dict[str, str] = {}
@@ -153,12 +126,6 @@ class PartitionOutput:
                 self._pending.remove(pending)
             raise
 
-    async def _stop_producer(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(KafkaError):
-                await producer.stop()
-
     def _refuse(self, batch: list[_Pending]) -> None:
         for item in batch:
             if not item.done.done():
@@ -173,16 +140,18 @@ class PartitionOutput:
                 continue
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             async with self._lock:
-                outcome = await self._commit(batch)
+                outcome = await self._producer.commit(
+                    [m for item in batch for m in await self._messages(item)]
+                )
             if outcome == "committed":
                 for item in batch:
                     if not item.done.done():
                         item.done.set_result(True)
-                self._committed(self.partition)
+                self._committed(self.partition, {item.plan.request_id for item in batch})
             elif outcome == "fenced":
                 # Another judge holds the partition's id now; until the group gives the partition
                 # back (`open`), nothing of it may be published from here.
-                self.fenced = True
+                log.warning("results refused: another judge holds the partition", partition=self.partition)
                 self._ready.clear()
                 self._refuse(batch)
                 self._refuse(self._pending)
@@ -191,35 +160,13 @@ class PartitionOutput:
                 self._pending = batch + self._pending
                 await asyncio.sleep(RETRY_S)
 
-    async def _commit(self, batch: list[_Pending]) -> str:
-        producer = self._producer
-        if producer is None:
-            return "retry"
-        try:
-            async with producer.transaction():
-                for item in batch:
-                    await self._send(producer, item)
-        except ProducerFenced:
-            log.warning("results refused: another judge holds the partition", partition=self.partition)
-            return "fenced"
-        except KafkaError as error:
-            log.warning("result transaction failed; retrying", error=repr(error), results=len(batch))
-            return "retry"
-        return "committed"
-
-    async def _send(self, producer: AIOKafkaProducer, item: _Pending) -> None:
-        reply_to = item.plan.reply_to
-        topic = reply_to.topic if reply_to else topics.RESULTS
+    async def _messages(self, item: _Pending) -> list[Outgoing]:
+        """The result, to where its request asked, and the marker that its request is released."""
+        place = await self._destinations.of(item.plan.reply_to)
         key = topics.request_key(item.plan.request_id)
-        with publish_span(topic, self._traced, parent=item.headers) as headers:
-            await producer.send(
-                topic,
-                encode(item.result),
-                key=key,
-                partition=reply_to.partition if reply_to else None,
-                headers=headers,
-            )
-        await producer.send(topics.RELEASED, b"", key=key, partition=self.partition)
+        with publish_span(place.topic, self._traced, parent=item.headers) as headers:
+            result = Outgoing(place.topic, encode(item.result), key, place.partition, tuple(headers))
+        return [result, Outgoing(topics.RELEASED, b"", key, self.partition)]
 
 
 class TransactionalResults:
@@ -231,9 +178,6 @@ class TransactionalResults:
         self._outputs: dict[int, PartitionOutput] = {}
         self._commits = BackgroundCommits()
         self.consumer: AIOKafkaConsumer | None = None
-
-    async def start(self) -> None:
-        retry_refused_transactions_sooner()
 
     async def stop(self) -> None:
         await self._commits.flush()
@@ -255,9 +199,7 @@ class TransactionalResults:
             await self._outputs.pop(partition).close()
         for partition in partitions:
             if partition not in self._outputs:
-                self._outputs[partition] = PartitionOutput(
-                    self._settings, partition, self._commit_offsets_soon
-                )
+                self._outputs[partition] = PartitionOutput(self._settings, partition, self._published)
         await asyncio.gather(*(self._outputs[p].open() for p in partitions))
 
     async def ensure_open(self, partitions: set[int]) -> None:
@@ -265,9 +207,7 @@ class TransactionalResults:
         producer (never one that was fenced: only the next assignment may reopen that)."""
         for partition in partitions:
             if partition not in self._outputs:
-                self._outputs[partition] = PartitionOutput(
-                    self._settings, partition, self._commit_offsets_soon
-                )
+                self._outputs[partition] = PartitionOutput(self._settings, partition, self._published)
         unopened = [o for p in partitions if (o := self._outputs[p]).unopened]
         await asyncio.gather(*(output.open() for output in unopened))
 
@@ -284,8 +224,14 @@ class TransactionalResults:
             return False
         return await output.publish(plan, result)
 
-    def _commit_offsets_soon(self, partition: int) -> None:
-        """Past every request released so far on the partition, while it is still assigned."""
+    def _published(self, partition: int, request_ids: set[str]) -> None:
+        for request_id in request_ids:  # before the commit is worked out: they are open no more
+            self._ledger.close(request_id)
+        self.commit_soon(partition)
+
+    def commit_soon(self, partition: int) -> None:
+        """Past every request released so far on the partition (and whatever else it read that
+        holds nothing open, such as dead letters), while it is still assigned."""
         consumer = self.consumer
         if consumer is None:
             return

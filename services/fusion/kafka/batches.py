@@ -1,19 +1,13 @@
 """Consuming what a fetch brought in one go, then handling its records one by one.
 
-FastStream runs its whole per-message path (context, middlewares, parser, metrics) for every message it
-hands a handler, which none of the services needs per record. A batch subscriber runs that path once
-per fetch, and each record is then handled as before, in order, by `each_record`. Against a real
-broker a service's subscriber skips that path altogether (`_straight_to`), since it lies between every
-fetch and its handler, on every hop of a request. FastStream still owns the consumer (its group, its
-rebalances, starting and stopping it); its `faststream_received_*` metrics are kept as its middleware
-keeps them, and tracing is `each_record`'s (below). FastStream's in-memory test broker still goes
-through FastStream's path (`hand_over`).
+Each service subscribes with FastStream's batch subscriber through its public API: FastStream owns
+the consumer (its group, its rebalances, starting and stopping it), runs its per-message path
+(middlewares: metrics, tracing) once per fetch, and hands the handler the whole message, whose
+records `each_record` then handles in order. FastStream's in-memory test broker goes through the
+same handler.
 
-Three things a batch would lose are put back here:
-- FastStream sleeps as long again after a wait that found nothing (`BatchSubscriber.get_msg`), so a
-  message arriving on an idle consumer could wait up to that long. `fetch` waits for records only, and
-  answers as soon as any arrive.
-- FastStream's tracing would give a batch a trace of its own. `each_record` handles each record in a
+Two things a batch would lose are put back here:
+- FastStream's tracing gives a batch a trace of its own. `each_record` handles each record in a
   span whose parent is the one its producer sent in the headers, so a fused request stays one trace.
 - A rebalance while a batch is handled takes partitions away, and aiokafka would no longer hand out
   their records. `each_record` skips the batch's records of partitions no longer assigned: their new
@@ -21,21 +15,18 @@ Three things a batch would lose are put back here:
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
-from itertools import chain
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.kafka.subscriber.usecase import BatchSubscriber
 from faststream.middlewares import AckPolicy
 from fusion_contracts import limits
 from opentelemetry import propagate, trace
 
-from fusion.observability.message_metrics import ReceivedMetrics, message_metrics_of
 from fusion.observability.tracing import TRACER, tracing_enabled
 from fusion.settings import Settings
 
@@ -44,8 +35,10 @@ log = structlog.get_logger(__name__)
 MAX_RECORDS = 100
 """The most records handed over at once: a handler's back-pressure (a full pool) holds the rest."""
 
-IDLE_WAIT_MS = 1_000
-"""How long one wait for records lasts on an idle consumer; records end it as soon as they arrive."""
+IDLE_WAIT_MS = 50
+"""How long one wait for records lasts. FastStream sleeps as long again after a wait that found
+nothing, so a record reaching an idle consumer waits at most this much longer (a model call takes
+seconds); a busy consumer never sleeps."""
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Handle = Callable[[Record], Awaitable[None]]
@@ -63,16 +56,39 @@ class Fetched:
 HandleBatch = Callable[[Fetched], Awaitable[None]]
 
 
+async def tolerant_headers(
+    records: tuple[Record, ...], parse: Callable[[tuple[Record, ...]], Awaitable[KafkaMessage]]
+) -> KafkaMessage:
+    """A subscriber's parser: FastStream's own, given records whose headers it can read. It decodes
+    every header value as UTF-8 and would refuse the whole batch for one bad header, its records then
+    neither handled nor dead-lettered; a header without a value is dropped, one that is not UTF-8 is
+    decoded with replacement. Headers only carry trace context here, so nothing else changes."""
+    if all(_readable(record.headers) for record in records):
+        return await parse(records)
+    return await parse(tuple(replace(r, headers=_readable_headers(r.headers)) for r in records))
+
+
+def _readable(headers: Sequence[tuple[str, bytes | None]]) -> bool:
+    try:
+        for _, value in headers:
+            if value is None:
+                return False
+            value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _readable_headers(headers: Sequence[tuple[str, bytes | None]]) -> tuple[tuple[str, bytes], ...]:
+    return tuple(
+        (name, value.decode(errors="replace").encode()) for name, value in headers if value is not None
+    )
+
+
 async def whole_message(message: KafkaMessage) -> KafkaMessage:
-    """A subscriber's decoder that hands its handler the message itself (record, consumer, headers);
-    the handler decodes the body with the contract it expects (see `fusion.kafka.dead_letters`)."""
+    """A subscriber's decoder that hands its handler the message itself (records, consumer); the
+    handler decodes each body with the contract it expects (see `fusion.kafka.dead_letters`)."""
     return message
-
-
-async def fetch(consumer: AIOKafkaConsumer) -> tuple[Record, ...]:
-    """The records of one wait on `consumer`, at most `IDLE_WAIT_MS` long and never followed by a sleep."""
-    fetched = await consumer.getmany(timeout_ms=IDLE_WAIT_MS, max_records=MAX_RECORDS)
-    return tuple(chain.from_iterable(fetched.values()))
 
 
 class BatchSubscription:
@@ -83,11 +99,12 @@ class BatchSubscription:
     def __init__(
         self, broker: KafkaBroker, topic: str, group_id: str, settings: Settings, **options: Any
     ) -> None:
-        self.subscriber: BatchSubscriber = broker.subscriber(
+        self.subscriber = broker.subscriber(
             topic,
             batch=True,
             max_records=MAX_RECORDS,
             batch_timeout_ms=IDLE_WAIT_MS,
+            parser=tolerant_headers,
             decoder=whole_message,
             group_id=group_id,
             ack_policy=AckPolicy.MANUAL,
@@ -99,21 +116,18 @@ class BatchSubscription:
             max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
             **options,
         )
-        metrics = message_metrics_of(broker)
-        self._received = metrics.received(topic) if metrics else None
 
     def __call__(self, handle: HandleBatch) -> HandleBatch:
-        async def through_faststream(message: KafkaMessage) -> None:
+        async def batch_of(message: KafkaMessage) -> None:
             await hand_over(message, handle)
 
-        self.subscriber(through_faststream)  # FastStream's in-memory test broker calls this
-        _straight_to(self.subscriber, handle, self._received)
+        self.subscriber(batch_of)
         return handle
 
 
 async def hand_over(message: KafkaMessage, handle: HandleBatch) -> None:
-    """A batch that came through FastStream's path (its in-memory test broker), handed to `handle` as
-    a `Fetched`."""
+    """A batch as FastStream delivers it, handed to `handle` as a `Fetched`. A handler that raises
+    is logged and counted by FastStream, and its consume loop goes on."""
     consumer = message.consumer if isinstance(message.consumer, AIOKafkaConsumer) else None
     try:
         await handle(Fetched(tuple(message.raw_message), consumer))
@@ -121,28 +135,6 @@ async def hand_over(message: KafkaMessage, handle: HandleBatch) -> None:
         # FastStream caches what `whole_message` decoded (the message itself) on the message: a
         # reference cycle that only the cyclic garbage collector would free, with the batch's records.
         message.clear_cache()
-
-
-def _straight_to(subscriber: Any, handle: HandleBatch, received: ReceivedMetrics | None) -> None:
-    """Has the subscriber's consume loop hand each fetch to `handle` itself. A batch whose handler
-    raises is logged and counted, as FastStream's middlewares would, and the loop goes on."""
-
-    async def get_msg(consumer: AIOKafkaConsumer) -> Fetched | None:
-        records = await fetch(consumer)
-        return Fetched(records, consumer) if records else None
-
-    async def consume_one(batch: Fetched) -> None:
-        if not subscriber.running:
-            return
-        with subscriber.lock:  # FastStream's graceful stop waits for it
-            try:
-                with received.handling(batch.records) if received else nullcontext():
-                    await handle(batch)
-            except Exception:
-                log.exception("batch not handled", topic=batch.records[0].topic, records=len(batch.records))
-
-    subscriber.get_msg = get_msg
-    subscriber.consume_one = consume_one
 
 
 HANDLE_ATTEMPTS = 3
@@ -223,7 +215,7 @@ def _still_assigned(consumer: AIOKafkaConsumer, record: Record) -> bool:
 
 @contextmanager
 def _span_from_producer(record: Record) -> Iterator[None]:
-    carrier = {key: value.decode("latin-1") for key, value in record.headers or ()}
+    carrier = {key: value.decode("latin-1") for key, value in record.headers or () if value is not None}
     with trace.get_tracer(TRACER).start_as_current_span(
         f"{record.topic} process", context=propagate.extract(carrier), kind=trace.SpanKind.CONSUMER
     ):

@@ -7,16 +7,15 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from fusion_contracts import limits
 from opentelemetry import propagate, trace
 from pydantic import BaseModel
 
 from fusion.kafka.codec import encode
-from fusion.observability.message_metrics import KafkaMessageMetrics, message_metrics_of
 from fusion.observability.metrics import FusionMetrics
 from fusion.observability.tracing import TRACER, tracing_enabled
 from fusion.settings import Settings
@@ -39,7 +38,7 @@ def build_broker(settings: Settings, service: str, metrics: FusionMetrics | None
     """
     middlewares: list[Any] = [KafkaTelemetryMiddleware()] if tracing_enabled() else []
     if metrics is not None:
-        middlewares.append(KafkaMessageMetrics(registry=metrics.registry, app_name=service))
+        middlewares.append(KafkaPrometheusMiddleware(registry=metrics.registry, app_name=service))
     return KafkaBroker(
         settings.kafka_bootstrap,
         middlewares=middlewares,
@@ -58,31 +57,16 @@ def build_broker(settings: Settings, service: str, metrics: FusionMetrics | None
 
 
 class Outbox:
-    """Publishes contracts as JSON. Waits for the broker's acknowledgement of each message.
-
-    A message goes straight to the broker's aiokafka producer, with its trace context in the headers
-    while tracing is on and FastStream's `faststream_published_*` metrics kept: FastStream's publish
-    path (a publish command, a correlation id, its middlewares) adds work to every message that none
-    of the services needs, on the path of every request. Under FastStream's in-memory test broker, or
-    while the broker has no producer, it goes through `KafkaBroker.publish`.
-    """
+    """Publishes contracts as JSON through the broker (its middlewares carry the trace context and
+    count the message), and waits for the broker's acknowledgement of each message."""
 
     def __init__(self, broker: KafkaBroker) -> None:
         self._broker = broker
-        self._traced = tracing_enabled()
-        metrics = message_metrics_of(broker)
-        self._published = metrics.published() if metrics else None
 
     async def send(self, topic: str, message: BaseModel, key: bytes, partition: int | None = None) -> None:
-        body = encode(message)
-        producer = _aiokafka_producer(self._broker)
-        if producer is None:
-            await self._broker.publish(body, topic=topic, key=key, partition=partition, headers=_HEADERS)
-            return
-        metered = self._published.publishing(topic) if self._published else contextlib.nullcontext()
-        with metered, publish_span(topic, self._traced) as headers:
-            sent = await producer.send(topic, body, key=key, partition=partition, headers=headers)
-            await sent
+        await self._broker.publish(
+            encode(message), topic=topic, key=key, partition=partition, headers=_HEADERS
+        )
 
 
 @contextlib.contextmanager
@@ -102,14 +86,6 @@ def publish_span(
         carrier = dict(_HEADERS)
         propagate.inject(carrier)
         yield [(name, value.encode()) for name, value in carrier.items()]
-
-
-def _aiokafka_producer(broker: KafkaBroker) -> AIOKafkaProducer | None:
-    """The aiokafka producer under FastStream's (`KafkaBroker.config.producer`, which holds it while
-    the broker is connected); None under its in-memory test broker or while disconnected."""
-    holder = getattr(broker.config.producer, "_producer", None)
-    producer = getattr(holder, "producer", None)
-    return producer if isinstance(producer, AIOKafkaProducer) else None
 
 
 async def publish_while_broker_away(publish: Callable[[], Awaitable[None]], what: str) -> bool:

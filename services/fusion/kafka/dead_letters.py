@@ -21,7 +21,7 @@ log = structlog.get_logger(__name__)
 def dead_letter_for(record: Any, service: str, error: str) -> DeadLetter:
     """A `DeadLetter` for an aiokafka `ConsumerRecord` (or anything with its fields)."""
     raw: bytes = record.value if isinstance(record.value, bytes) else b""
-    key: bytes | None = record.key
+    key = _bounded_key(record.key)
     return DeadLetter(
         topic=record.topic,
         partition=max(record.partition, 0),
@@ -62,4 +62,9 @@ class Inbox:
         log.warning(
             "dead letter", topic=letter.topic, partition=letter.partition, offset=letter.offset, error=error
         )
-        await self._broker.publish(encode(letter), topic=topics.DLQ, key=record.key)
+        await self._broker.publish(encode(letter), topic=topics.DLQ, key=_bounded_key(record.key))
+
+
+def _bounded_key(key: bytes | None) -> bytes | None:
+    """A key of any size fits a dead letter (a huge key must not make the letter too large to send)."""
+    return key[: limits.MAX_DEAD_LETTER_KEY_BYTES] if key is not None else None
