@@ -3,22 +3,28 @@
 import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
+import structlog
 import uvicorn
-from faststream.asgi import AsgiFastStream, make_ping_asgi
+from faststream.asgi import AsgiFastStream, AsgiResponse, HttpHandler, get
 from faststream.kafka import KafkaBroker
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import make_asgi_app
 from starlette.types import ASGIApp
 
+from fusion.liveness import Progress
 from fusion.observability.metrics import FusionMetrics
 from fusion.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 
 def service_app(
     broker: KafkaBroker,
     metrics: FusionMetrics,
+    progress: Progress,
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> AsgiFastStream:
@@ -26,12 +32,29 @@ def service_app(
         broker,
         logger=logging.getLogger("fusion.app"),
         asgi_routes=[
-            ("/health", make_ping_asgi(broker, timeout=5.0)),
+            ("/health", health_check(broker, progress)),
             ("/metrics", make_asgi_app(metrics.registry)),
         ],
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
     )
+
+
+def health_check(broker: KafkaBroker, progress: Progress) -> HttpHandler:
+    """204 while the broker answers and nothing is stuck (see `fusion.liveness`); 500 with the
+    reason otherwise, so an orchestrator restarts the service."""
+
+    @get(include_in_schema=False)
+    async def health(_scope: Any) -> AsgiResponse:
+        stuck = progress.stuck()
+        if stuck is not None:
+            log.error("unhealthy: stuck", reason=stuck)
+            return AsgiResponse(f"stuck: {stuck}".encode(), 500)
+        if not await broker.ping(timeout=5.0):
+            return AsgiResponse(b"broker unreachable", 500)
+        return AsgiResponse(b"", 204)
+
+    return health
 
 
 GC_THRESHOLDS = (10_000, 20, 20)

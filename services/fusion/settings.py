@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fusion.liveness import STUCK_AFTER_S
+
 DEFAULT_HEALTH_PORTS: dict[str, int] = {"dispatcher": 8181, "panel-worker": 8182, "judge": 8183}
 
 
@@ -45,6 +47,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Markers read on taking a partition over start this long before its oldest "
         "uncommitted answer (the clocks of the brokers that stamped them may differ).",
+    )
+
+    stuck_after_s: float = Field(
+        default=STUCK_AFTER_S,
+        gt=0,
+        description="A message or result unpublished for longer fails /health, so the service is restarted.",
     )
 
     partitions_requests: int = Field(default=4, ge=1)

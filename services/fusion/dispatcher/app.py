@@ -6,20 +6,22 @@ from collections.abc import Callable
 from datetime import datetime
 
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from fusion_contracts import FusionRequest, PanelRejection, ReplyTo, topics
-from fusion_contracts.common import RequestId, utc_now
+from fusion_contracts.common import RequestId
 from pydantic import TypeAdapter, ValidationError
 
 from fusion.catalog import Catalog
+from fusion.clock import utc_now
 from fusion.concurrency import BoundedPool
 from fusion.dispatcher.planning import Rejection, plan_request
 from fusion.kafka.batches import BatchSubscription, Fetched, each_record
-from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away
+from fusion.kafka.broker import Outbox, build_broker, build_producer, publish_while_broker_away
 from fusion.kafka.commits import OffsetCommitter, drain_and_commit
 from fusion.kafka.dead_letters import Inbox, Invalid
+from fusion.liveness import Progress
 from fusion.observability.metrics import FusionMetrics
 from fusion.runtime import service_app
 from fusion.settings import Settings
@@ -54,8 +56,14 @@ def _recoverable(raw: bytes | None) -> tuple[str, ReplyTo | None] | None:
 
 class Dispatcher:
     def __init__(
-        self, catalog: Catalog, outbox: Outbox, metrics: FusionMetrics, concurrency: int = 256
+        self,
+        catalog: Catalog,
+        outbox: Outbox,
+        metrics: FusionMetrics,
+        concurrency: int = 256,
+        progress: Progress | None = None,
     ) -> None:
+        self.progress = progress or Progress()
         self._catalog = catalog
         self._outbox = outbox
         self._metrics = metrics
@@ -70,7 +78,7 @@ class Dispatcher:
         """Retries while the broker is away (a restart, say); a request that outlives its deadline
         meanwhile is rejected as expired on the next attempt."""
         with structlog.contextvars.bound_contextvars(request_id=request.request_id):
-            await publish_while_broker_away(lambda: self.handle(request), "request")
+            await publish_while_broker_away(lambda: self.handle(request), "request", self.progress)
         if done is not None:
             done()
 
@@ -125,11 +133,17 @@ def register(
     catalog: Catalog,
     metrics: FusionMetrics | None = None,
     settings: Settings | None = None,
+    producer: AIOKafkaProducer | None = None,
 ) -> Dispatcher:
     settings = settings or Settings()
+    metrics = metrics or FusionMetrics()
     inbox = Inbox(broker, "dispatcher")
     dispatcher = Dispatcher(
-        catalog, Outbox(broker), metrics or FusionMetrics(), settings.dispatcher_concurrency
+        catalog,
+        Outbox(broker, producer, metrics),
+        metrics,
+        settings.dispatcher_concurrency,
+        Progress(settings.stuck_after_s),
     )
 
     # Requests are dispatched side by side in the background. An offset is committed only once every
@@ -160,9 +174,12 @@ def register(
 def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
     metrics = FusionMetrics()
     broker = build_broker(settings, "fusion-dispatcher", metrics)
-    dispatcher = register(broker, catalog, metrics, settings)
+    producer = build_producer(settings, "fusion-dispatcher")
+    dispatcher = register(broker, catalog, metrics, settings, producer)
 
     async def drain() -> None:
         await drain_and_commit(dispatcher.pool, dispatcher.committer, "dispatches")
 
-    return service_app(broker, metrics, on_shutdown=[drain])
+    return service_app(
+        broker, metrics, dispatcher.progress, on_startup=[producer.start], on_shutdown=[drain, producer.stop]
+    )

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
@@ -22,11 +22,10 @@ from fusion_contracts import (
     limits,
     topics,
 )
-from fusion_contracts.common import utc_now
 from pydantic import TypeAdapter
 
 from fusion.catalog import Catalog
-from fusion.clock import seconds_until
+from fusion.clock import seconds_until, utc_now
 from fusion.dispatcher.planning import rejected_result
 from fusion.judge.fusing import Judge, crashed_result
 from fusion.judge.gathering import LATE_ANSWERS_S, Gathering, Gatherings
@@ -35,8 +34,9 @@ from fusion.judge.output import GROUP, ReleasedMarkers, TransactionalResults
 from fusion.judge.streaming import ChunkPublisher
 from fusion.kafka.assignment import AssignmentListener
 from fusion.kafka.batches import BatchSubscription, Fetched, each_record, rewind
-from fusion.kafka.broker import Outbox, build_broker
+from fusion.kafka.broker import Outbox, build_broker, build_producer
 from fusion.kafka.dead_letters import Inbox, Invalid
+from fusion.liveness import Progress
 from fusion.models import CompletesChat, ModelRouter
 from fusion.observability.metrics import FusionMetrics
 from fusion.runtime import service_app
@@ -88,11 +88,14 @@ class JudgeService:
         sink: ResultSink | None = None,
         ledger: Ledger | None = None,
         max_open: int = 10_000,
+        progress: Progress | None = None,
     ) -> None:
         self._judge = Judge(models)
         self._sink = sink or OutboxSink(outbox)
         self.ledger = ledger or Ledger()
         self.results: TransactionalResults | None = None
+        self.progress = progress or Progress()
+        """What `/health` watches: results waiting for their transaction."""
         self._max_open = max_open
         self._freed = asyncio.Event()
         self._metrics = metrics or FusionMetrics()
@@ -384,22 +387,27 @@ def register(
     models: CompletesChat,
     settings: Settings,
     metrics: FusionMetrics | None = None,
+    *,
     exactly_once: bool = False,
+    producer: AIOKafkaProducer | None = None,
 ) -> JudgeService:
     """With `exactly_once` (a real broker), results and released markers go out in transactions;
-    without, results are published plainly (FastStream's in-memory test broker has no transactions)."""
+    without, results are published plainly (FastStream's in-memory test broker has no transactions).
+    `producer` publishes the streamed chunks (see `fusion.kafka.broker.Outbox`)."""
     inbox = Inbox(broker, "judge")
     ledger = Ledger()
-    sink = TransactionalResults(settings, ledger) if exactly_once else None
+    progress = Progress(settings.stuck_after_s)
+    sink = TransactionalResults(settings, ledger, progress) if exactly_once else None
     service = JudgeService(
         models,
-        Outbox(broker),
+        Outbox(broker, producer, metrics),
         settings.judge_concurrency,
         settings.judge_stale_s,
         metrics=metrics or FusionMetrics(),
         sink=sink,
         ledger=ledger,
         max_open=settings.judge_max_open,
+        progress=progress,
     )
     service.results = sink
     markers = ReleasedMarkers(settings, service.adopt)
@@ -485,7 +493,8 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
     metrics = FusionMetrics()
     broker = build_broker(settings, "fusion-judge", metrics)
     models = ModelRouter(catalog)
-    service = register(broker, models, settings, metrics, exactly_once=True)
+    producer = build_producer(settings, "fusion-judge")
+    service = register(broker, models, settings, metrics, exactly_once=True, producer=producer)
     sweeper: list[asyncio.Task[None]] = []
 
     async def sweep_forever() -> None:
@@ -494,6 +503,7 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
             service.sweep()
 
     async def start() -> None:
+        await producer.start()
         sweeper.append(asyncio.create_task(sweep_forever()))
 
     async def stop() -> None:
@@ -505,5 +515,6 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
         if service.results is not None:
             await service.results.stop()
         await models.aclose()
+        await producer.stop()
 
-    return service_app(broker, metrics, on_startup=[start], on_shutdown=[stop])
+    return service_app(broker, metrics, service.progress, on_startup=[start], on_shutdown=[stop])

@@ -26,9 +26,8 @@ from fusion_contracts import (
     UsageSummary,
     limits,
 )
-from fusion_contracts.common import utc_now
 
-from fusion.clock import seconds_until
+from fusion.clock import seconds_until, utc_now
 from fusion.judge.best_answer import most_central
 from fusion.judge.prompts import (
     AnalysisError,

@@ -14,18 +14,21 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fusion_contracts import FusedResult, PanelPlan, PanelRejection, limits, topics
 from opentelemetry import propagate
 
-from fusion.judge.destinations import Destinations
+from fusion.judge.destinations import Destination, Destinations
 from fusion.judge.ledger import Ledger
 from fusion.kafka.broker import publish_span
 from fusion.kafka.codec import encode
 from fusion.kafka.commits import BackgroundCommits
+from fusion.kafka.dead_letters import undeliverable
 from fusion.kafka.transactions import Outgoing, PartitionProducer
+from fusion.liveness import Progress
 from fusion.observability.tracing import tracing_enabled
 from fusion.settings import Settings
 
@@ -41,6 +44,8 @@ class _Pending:
     plan: PanelPlan | PanelRejection
     result: FusedResult
     headers: list[tuple[str, bytes]]
+    reroute: str | None = None
+    """Why its `reply_to` refused it, once it did: it goes to fusion.results."""
     done: "asyncio.Future[bool]" = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -56,16 +61,22 @@ class PartitionOutput:
     (the partition came back) or refused (it went to another judge)."""
 
     def __init__(
-        self, settings: Settings, partition: int, committed: Callable[[int, set[str]], None]
+        self,
+        settings: Settings,
+        partition: int,
+        committed: Callable[[int, set[str]], None],
+        progress: Progress | None = None,
+        producer: PartitionProducer | None = None,
     ) -> None:
         self.partition = partition
+        self._progress = progress or Progress(settings.stuck_after_s)
         self._settings = settings
         self._committed = committed
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._producer = PartitionProducer(settings.kafka_bootstrap, transactional_id(partition))
+        self._producer = producer or PartitionProducer(settings.kafka_bootstrap, transactional_id(partition))
         self._task: asyncio.Task[None] | None = None
         self._traced = tracing_enabled()
         self._destinations = Destinations(settings.reply_topics, self._producer.partitions_for)
@@ -120,7 +131,8 @@ class PartitionOutput:
         self._pending.append(pending)
         self._wake.set()
         try:
-            return await pending.done
+            with self._progress.watching(f"result of answers partition {self.partition}"):
+                return await pending.done
         except asyncio.CancelledError:
             if pending in self._pending:  # not under way: it will never be sent
                 self._pending.remove(pending)
@@ -140,9 +152,7 @@ class PartitionOutput:
                 continue
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             async with self._lock:
-                outcome = await self._producer.commit(
-                    [m for item in batch for m in await self._messages(item)]
-                )
+                outcome = await self._commit(batch)
             if outcome == "committed":
                 for item in batch:
                     if not item.done.done():
@@ -160,20 +170,48 @@ class PartitionOutput:
                 self._pending = batch + self._pending
                 await asyncio.sleep(RETRY_S)
 
+    async def _commit(self, batch: list[_Pending]) -> Literal["committed", "fenced", "retry"]:
+        """One transaction for the batch. A result whose destination refuses it (too large for that
+        topic, say) goes to fusion.results instead, and the transaction is tried again at once."""
+        while True:
+            messages = [await self._messages(item) for item in batch]
+            outcome = await self._producer.commit([m for item_messages in messages for m in item_messages])
+            if outcome.kind != "refused":
+                return outcome.kind
+            rerouted = False
+            first = 0
+            for item, item_messages in zip(batch, messages, strict=True):
+                for index in range(first, first + len(item_messages)):
+                    if index in outcome.refused and item.reroute is None:
+                        item.reroute = outcome.refused[index]
+                        rerouted = True
+                first += len(item_messages)
+            if not rerouted:  # fusion.results or the markers refuse it: nothing better to send
+                return "retry"
+
     async def _messages(self, item: _Pending) -> list[Outgoing]:
         """The result, to where its request asked, and the marker that its request is released."""
         place = await self._destinations.of(item.plan.reply_to)
+        if item.reroute is not None and place.refused is None:
+            place = Destination(topics.RESULTS, None, f"the reply_to topic refused it: {item.reroute}")
         key = topics.request_key(item.plan.request_id)
         with publish_span(place.topic, self._traced, parent=item.headers) as headers:
             result = Outgoing(place.topic, encode(item.result), key, place.partition, tuple(headers))
-        return [result, Outgoing(topics.RELEASED, b"", key, self.partition)]
+        marker = Outgoing(topics.RELEASED, b"", key, self.partition)
+        if place.refused is None:
+            return [result, marker]
+        # The request named a destination that cannot take it: its result went to fusion.results,
+        # and the dead-letter topic says why, for whoever watches it.
+        letter = undeliverable(item.plan.reply_to, key, result.value, place.refused)
+        return [result, marker, Outgoing(topics.DLQ, encode(letter), key)]
 
 
 class TransactionalResults:
     """Every owned answers partition's `PartitionOutput`, opened and closed with the assignment."""
 
-    def __init__(self, settings: Settings, ledger: Ledger) -> None:
+    def __init__(self, settings: Settings, ledger: Ledger, progress: Progress) -> None:
         self._settings = settings
+        self._progress = progress
         self._ledger = ledger
         self._outputs: dict[int, PartitionOutput] = {}
         self._commits = BackgroundCommits()
@@ -199,7 +237,7 @@ class TransactionalResults:
             await self._outputs.pop(partition).close()
         for partition in partitions:
             if partition not in self._outputs:
-                self._outputs[partition] = PartitionOutput(self._settings, partition, self._published)
+                self._outputs[partition] = self._output(partition)
         await asyncio.gather(*(self._outputs[p].open() for p in partitions))
 
     async def ensure_open(self, partitions: set[int]) -> None:
@@ -207,7 +245,7 @@ class TransactionalResults:
         producer (never one that was fenced: only the next assignment may reopen that)."""
         for partition in partitions:
             if partition not in self._outputs:
-                self._outputs[partition] = PartitionOutput(self._settings, partition, self._published)
+                self._outputs[partition] = self._output(partition)
         unopened = [o for p in partitions if (o := self._outputs[p]).unopened]
         await asyncio.gather(*(output.open() for output in unopened))
 
@@ -223,6 +261,9 @@ class TransactionalResults:
         if output is None or output.fenced:
             return False
         return await output.publish(plan, result)
+
+    def _output(self, partition: int) -> PartitionOutput:
+        return PartitionOutput(self._settings, partition, self._published, self._progress)
 
     def _published(self, partition: int, request_ids: set[str]) -> None:
         for request_id in request_ids:  # before the commit is worked out: they are open no more

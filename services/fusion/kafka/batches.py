@@ -35,10 +35,11 @@ log = structlog.get_logger(__name__)
 MAX_RECORDS = 100
 """The most records handed over at once: a handler's back-pressure (a full pool) holds the rest."""
 
-IDLE_WAIT_MS = 50
+IDLE_WAIT_MS = 5
 """How long one wait for records lasts. FastStream sleeps as long again after a wait that found
-nothing, so a record reaching an idle consumer waits at most this much longer (a model call takes
-seconds); a busy consumer never sleeps."""
+nothing, so a record reaching an idle consumer waits at most this much longer; a busy consumer never
+sleeps. At 50 ms those sleeps cost a third of the throughput (bench/PERFORMANCE.md); at 5 ms an idle
+consumer wakes 100 times a second, a fraction of a percent of a core."""
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Handle = Callable[[Record], Awaitable[None]]

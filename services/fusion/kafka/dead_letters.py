@@ -2,15 +2,16 @@
 
 import base64
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import structlog
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker
-from fusion_contracts import DeadLetter, limits, topics
-from fusion_contracts.common import utc_now
+from fusion_contracts import DeadLetter, ReplyTo, limits, topics
 from pydantic import TypeAdapter
 
+from fusion.clock import utc_now
 from fusion.kafka.codec import DecodeError, decode, encode
 
 T = TypeVar("T")
@@ -33,6 +34,22 @@ def dead_letter_for(record: Any, service: str, error: str) -> DeadLetter:
         raw_size=len(raw),
         raw_truncated=len(raw) > limits.MAX_DEAD_LETTER_RAW_BYTES,
         failed_at=utc_now(),
+    )
+
+
+def undeliverable(reply_to: ReplyTo | None, key: bytes, value: bytes, reason: str) -> DeadLetter:
+    """A `DeadLetter` for a result that could not go where its request asked: `topic` and
+    `partition` are the requested destination (offset 0: it was never written there)."""
+    return dead_letter_for(
+        SimpleNamespace(
+            topic=reply_to.topic if reply_to else topics.RESULTS,
+            partition=(reply_to.partition or 0) if reply_to else 0,
+            offset=0,
+            key=key,
+            value=value,
+        ),
+        "judge",
+        f"result not delivered to its reply_to ({reason}); it went to {topics.RESULTS}",
     )
 
 

@@ -6,13 +6,21 @@ opens a producer under its id, which aborts what an earlier holder left open and
 assignment of the partition may open it again.
 """
 
+import asyncio
 import contextlib
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    ProducerFenced,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+)
 from fusion_contracts import limits
 
 log = structlog.get_logger(__name__)
@@ -22,7 +30,29 @@ TXN_RETRY_BACKOFF_MS = 5
 partitions, refused while the last commit's markers are still being written, wait aiokafka's own
 fixed 20 ms.)"""
 
-Outcome = Literal["committed", "fenced", "retry"]
+REFUSING: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+)
+"""Errors of a destination that will never take the message, however often it is sent again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """`committed`; `fenced`: another holder of the id took over, and nothing more may be sent from
+    here until `open`; `retry`: not committed, try again; `refused`: not committed, because the
+    destination of the messages at these indexes refuses them (the error, by index)."""
+
+    kind: Literal["committed", "fenced", "retry", "refused"]
+    refused: dict[int, str] = field(default_factory=dict)
+
+
+class _Refused(Exception):
+    def __init__(self, errors: dict[int, str]) -> None:
+        super().__init__(errors)
+        self.errors = errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,26 +112,48 @@ class PartitionProducer:
         return partitions
 
     async def commit(self, messages: list[Outgoing]) -> Outcome:
-        """Sends `messages` in one transaction. `fenced`: another holder of the id took over, and
-        nothing more may be sent from here until `open`; `retry`: not committed, try again."""
+        """Sends `messages` in one transaction, each acknowledged before it commits."""
         producer = self._producer
         if producer is None or self.fenced:
-            return "fenced" if self.fenced else "retry"
+            return Outcome("fenced" if self.fenced else "retry")
         try:
             async with producer.transaction():
-                for message in messages:
-                    await producer.send(
-                        message.topic,
-                        message.value,
-                        key=message.key,
-                        partition=message.partition,
-                        headers=list(message.headers),
-                    )
+                sent = [await self._send(producer, message) for message in messages]
+                acknowledged = await asyncio.gather(*sent, return_exceptions=True)
+                refused = {
+                    index: repr(error)
+                    for index, error in enumerate(acknowledged)
+                    if isinstance(error, REFUSING)
+                }
+                if refused:
+                    raise _Refused(refused)
+                if failed := next((e for e in acknowledged if isinstance(e, BaseException)), None):
+                    raise failed
         except ProducerFenced:
             log.warning("transaction refused: another owner holds the id", id=self.transactional_id)
             self.fenced = True
-            return "fenced"
-        except KafkaError as error:
+            return Outcome("fenced")
+        except _Refused as refusal:
+            log.warning("transaction aborted: a destination refuses a message", errors=refusal.errors)
+            return Outcome("refused", refusal.errors)
+        except REFUSING as error:  # refused before it was sent (larger than the producer allows)
+            log.warning("transaction aborted: a message is refused", error=repr(error))
+            return Outcome("refused", {index: repr(error) for index in range(len(messages))})
+        except KafkaError as error:  # the broker away, say: nothing was committed
             log.warning("transaction failed; retrying", error=repr(error), messages=len(messages))
-            return "retry"
-        return "committed"
+            return Outcome("retry")
+        except Exception:  # whatever it is, the output must go on (retried; /health sees it last)
+            log.exception("transaction failed unexpectedly; retrying", messages=len(messages))
+            return Outcome("retry")
+        return Outcome("committed")
+
+    @staticmethod
+    async def _send(producer: AIOKafkaProducer, message: Outgoing) -> "asyncio.Future[Any]":
+        acknowledged: asyncio.Future[Any] = await producer.send(
+            message.topic,
+            message.value,
+            key=message.key,
+            partition=message.partition,
+            headers=list(message.headers),
+        )
+        return acknowledged

@@ -29,7 +29,21 @@ class FusionMetrics:
         self.deadline_misses = Counter(
             "fusion_deadline_misses", "Results completed after their deadline", registry=r
         )
+        self._published = Counter(
+            "fusion_messages_published",
+            "Messages a service published (through its own producer) by topic and outcome",
+            ["topic", "status"],
+            registry=r,
+        )
         self._children: dict[tuple[str, str], tuple[Histogram, Counter, Counter, Counter]] = {}
+        self._published_children: dict[tuple[str, bool], Counter] = {}
+
+    def published(self, topic: str, ok: bool) -> None:
+        child = self._published_children.get((topic, ok))
+        if child is None:
+            child = self._published.labels(topic=topic, status="ok" if ok else "error")
+            self._published_children[(topic, ok)] = child
+        child.inc()
 
     def model_call(self, model: str, status: str, seconds: float, usage: Usage, cost: Decimal) -> None:
         latency, input_tokens, output_tokens, cost_usd = self._model_children(model, status)

@@ -3,19 +3,20 @@
 from collections.abc import Callable
 
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from fusion_contracts import PanelAnswer, PanelTask, topics
-from fusion_contracts.common import utc_now
 from pydantic import TypeAdapter
 
 from fusion.catalog import Catalog
+from fusion.clock import utc_now
 from fusion.concurrency import BoundedPool
 from fusion.kafka.batches import BatchSubscription, Fetched, each_record
-from fusion.kafka.broker import Outbox, build_broker, publish_while_broker_away
+from fusion.kafka.broker import Outbox, build_broker, build_producer, publish_while_broker_away
 from fusion.kafka.commits import OffsetCommitter, drain_and_commit
 from fusion.kafka.dead_letters import Inbox, Invalid
+from fusion.liveness import Progress
 from fusion.models import CompletesChat, ModelRouter
 from fusion.observability.metrics import FusionMetrics
 from fusion.panel_worker.calls import answer_task
@@ -29,8 +30,16 @@ _TASK: TypeAdapter[PanelTask] = TypeAdapter(PanelTask)
 
 class PanelWorker:
     def __init__(
-        self, models: CompletesChat, outbox: Outbox, concurrency: int, worker: str, metrics: FusionMetrics
+        self,
+        models: CompletesChat,
+        outbox: Outbox,
+        concurrency: int,
+        worker: str,
+        metrics: FusionMetrics,
+        *,
+        progress: Progress | None = None,
     ) -> None:
+        self.progress = progress or Progress()
         self._models = models
         self._outbox = outbox
         self._worker = worker
@@ -69,7 +78,9 @@ class PanelWorker:
         """Retries while the broker is away (a restart, say): an answer is only dropped once it is
         useless, well past its request's deadline, when the judge has released without it."""
         key = topics.request_key(answer.request_id)
-        await publish_while_broker_away(lambda: self._outbox.send(topics.ANSWERS, answer, key), "answer")
+        await publish_while_broker_away(
+            lambda: self._outbox.send(topics.ANSWERS, answer, key), "answer", self.progress
+        )
 
 
 def _crashed(task: PanelTask, worker: str, error: Exception) -> PanelAnswer:
@@ -86,11 +97,21 @@ def _crashed(task: PanelTask, worker: str, error: Exception) -> PanelAnswer:
 
 
 def register(
-    broker: KafkaBroker, models: CompletesChat, settings: Settings, metrics: FusionMetrics | None = None
+    broker: KafkaBroker,
+    models: CompletesChat,
+    settings: Settings,
+    metrics: FusionMetrics | None = None,
+    producer: AIOKafkaProducer | None = None,
 ) -> PanelWorker:
+    metrics = metrics or FusionMetrics()
     inbox = Inbox(broker, "panel-worker")
     worker = PanelWorker(
-        models, Outbox(broker), settings.worker_concurrency, settings.instance_id, metrics or FusionMetrics()
+        models,
+        Outbox(broker, producer, metrics),
+        settings.worker_concurrency,
+        settings.instance_id,
+        metrics,
+        progress=Progress(settings.stuck_after_s),
     )
 
     # Offsets are committed by hand, each once every earlier task of its partition is answered: a
@@ -120,10 +141,12 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
     metrics = FusionMetrics()
     broker = build_broker(settings, "fusion-panel-worker", metrics)
     models = ModelRouter(catalog)
-    worker = register(broker, models, settings, metrics)
+    producer = build_producer(settings, "fusion-panel-worker")
+    worker = register(broker, models, settings, metrics, producer)
 
     async def drain() -> None:
         await drain_and_commit(worker.pool, worker.committer, "calls")
         await models.aclose()
+        await producer.stop()
 
-    return service_app(broker, metrics, on_shutdown=[drain])
+    return service_app(broker, metrics, worker.progress, on_startup=[producer.start], on_shutdown=[drain])
