@@ -9,9 +9,10 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaTimeoutError
 from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from fusion.kafka.broker import Outbox
+from fusion.kafka.broker import Outbox, OwnProducer
 from fusion.kafka.codec import encode
 from fusion.observability.metrics import FusionMetrics
+from fusion.settings import Settings
 from fusion_contracts import ChatMessage
 from prometheus_client import CollectorRegistry
 
@@ -57,10 +58,12 @@ class RecordingProducer(AIOKafkaProducer):  # type: ignore[misc]
         return acknowledged
 
 
-def recording(error: Exception | None = None) -> RecordingProducer:
+def recording(error: Exception | None = None) -> tuple[OwnProducer, RecordingProducer]:
     producer = object.__new__(RecordingProducer)  # no broker behind it
     producer.sent, producer.error = [], error
-    return producer
+    own = OwnProducer(Settings(), "svc")
+    own.producer = producer  # as `start` leaves it
+    return own, producer
 
 
 def counted(metrics: FusionMetrics, status: str) -> float:
@@ -69,8 +72,8 @@ def counted(metrics: FusionMetrics, status: str) -> float:
 
 
 async def test_with_its_own_producer_a_message_goes_straight_to_it_and_is_counted() -> None:
-    producer, metrics = recording(), FusionMetrics()
-    outbox = Outbox(KafkaBroker(), producer, metrics)
+    (own, producer), metrics = recording(), FusionMetrics()
+    outbox = Outbox(KafkaBroker(), own, metrics)
     await outbox.send("fusion.answers", ChatMessage(role="user", content="hi"), b"r-1", partition=3)
 
     [sent] = producer.sent
@@ -81,9 +84,9 @@ async def test_with_its_own_producer_a_message_goes_straight_to_it_and_is_counte
 
 
 async def test_a_message_its_producer_cannot_deliver_raises_and_is_counted_as_an_error() -> None:
-    producer, metrics = recording(KafkaTimeoutError()), FusionMetrics()
+    (own, _), metrics = recording(KafkaTimeoutError()), FusionMetrics()
     with pytest.raises(KafkaTimeoutError):
-        await Outbox(KafkaBroker(), producer, metrics).send(
+        await Outbox(KafkaBroker(), own, metrics).send(
             "fusion.answers", ChatMessage(role="user", content="hi"), b"k"
         )
     assert (counted(metrics, "ok"), counted(metrics, "error")) == (0, 1)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import structlog
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from fusion_contracts import FusionRequest, PanelRejection, ReplyTo, topics
@@ -18,7 +18,7 @@ from fusion.clock import utc_now
 from fusion.concurrency import BoundedPool
 from fusion.dispatcher.planning import Rejection, plan_request
 from fusion.kafka.batches import BatchSubscription, Fetched, each_record
-from fusion.kafka.broker import Outbox, build_broker, build_producer, publish_while_broker_away
+from fusion.kafka.broker import Outbox, OwnProducer, build_broker, publish_while_broker_away
 from fusion.kafka.commits import OffsetCommitter, drain_and_commit
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.liveness import Progress
@@ -133,7 +133,7 @@ def register(
     catalog: Catalog,
     metrics: FusionMetrics | None = None,
     settings: Settings | None = None,
-    producer: AIOKafkaProducer | None = None,
+    producer: OwnProducer | None = None,
 ) -> Dispatcher:
     settings = settings or Settings()
     metrics = metrics or FusionMetrics()
@@ -174,7 +174,7 @@ def register(
 def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
     metrics = FusionMetrics()
     broker = build_broker(settings, "fusion-dispatcher", metrics)
-    producer = build_producer(settings, "fusion-dispatcher")
+    producer = OwnProducer(settings, "fusion-dispatcher")
     dispatcher = register(broker, catalog, metrics, settings, producer)
 
     async def drain() -> None:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
@@ -34,7 +34,7 @@ from fusion.judge.output import GROUP, ReleasedMarkers, TransactionalResults
 from fusion.judge.streaming import ChunkPublisher
 from fusion.kafka.assignment import AssignmentListener
 from fusion.kafka.batches import BatchSubscription, Fetched, each_record, rewind
-from fusion.kafka.broker import Outbox, build_broker, build_producer
+from fusion.kafka.broker import Outbox, OwnProducer, build_broker
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.liveness import Progress
 from fusion.models import CompletesChat, ModelRouter
@@ -389,7 +389,7 @@ def register(
     metrics: FusionMetrics | None = None,
     *,
     exactly_once: bool = False,
-    producer: AIOKafkaProducer | None = None,
+    producer: OwnProducer | None = None,
 ) -> JudgeService:
     """With `exactly_once` (a real broker), results and released markers go out in transactions;
     without, results are published plainly (FastStream's in-memory test broker has no transactions).
@@ -493,7 +493,7 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
     metrics = FusionMetrics()
     broker = build_broker(settings, "fusion-judge", metrics)
     models = ModelRouter(catalog)
-    producer = build_producer(settings, "fusion-judge")
+    producer = OwnProducer(settings, "fusion-judge")
     service = register(broker, models, settings, metrics, exactly_once=True, producer=producer)
     sweeper: list[asyncio.Task[None]] = []
 

@@ -58,22 +58,37 @@ def build_broker(settings: Settings, service: str, metrics: FusionMetrics | None
     )
 
 
-def build_producer(settings: Settings, service: str) -> AIOKafkaProducer:
+class OwnProducer:
     """The producer a service publishes with (`Outbox`), configured as the broker's: every in-sync
-    replica acknowledges, and retries never write a message twice."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        client_id=f"{service}-{settings.instance_id}",
-        acks="all",
-        enable_idempotence=True,
-        max_request_size=limits.MAX_MESSAGE_BYTES,
-    )
+    replica acknowledges, and retries never write a message twice. Made and started with the service
+    (`start`, `stop`: aiokafka makes its producers inside the running event loop)."""
+
+    def __init__(self, settings: Settings, service: str) -> None:
+        self._settings = settings
+        self._service = service
+        self.producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            client_id=f"{self._service}-{self._settings.instance_id}",
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=limits.MAX_MESSAGE_BYTES,
+        )
+        await producer.start()
+        self.producer = producer
+
+    async def stop(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
 
 
 class Outbox:
     """Publishes contracts as JSON and waits for the broker's acknowledgement of each message.
 
-    Given a producer (a service's own, started and stopped with it), a message goes straight to it,
+    Given a service's own producer, once started, a message goes straight to it,
     with its trace context in the headers while tracing is on, counted in
     `fusion_messages_published_total`: FastStream's publish path (a publish command, its
     middlewares) costs every message work that none of the services needs, on every hop of every
@@ -83,22 +98,23 @@ class Outbox:
     def __init__(
         self,
         broker: KafkaBroker,
-        producer: AIOKafkaProducer | None = None,
+        own: OwnProducer | None = None,
         metrics: FusionMetrics | None = None,
     ) -> None:
         self._broker = broker
-        self._producer = producer
+        self._own = own
         self._metrics = metrics
         self._traced = tracing_enabled()
 
     async def send(self, topic: str, message: BaseModel, key: bytes, partition: int | None = None) -> None:
         body = encode(message)
-        if self._producer is None:
+        producer = self._own.producer if self._own is not None else None
+        if producer is None:
             await self._broker.publish(body, topic=topic, key=key, partition=partition, headers=_HEADERS)
             return
         try:
             with publish_span(topic, self._traced) as headers:
-                sent = await self._producer.send(topic, body, key=key, partition=partition, headers=headers)
+                sent = await producer.send(topic, body, key=key, partition=partition, headers=headers)
                 await sent
         except Exception:
             if self._metrics is not None:

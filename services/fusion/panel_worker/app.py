@@ -3,7 +3,7 @@
 from collections.abc import Callable
 
 import structlog
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from fusion_contracts import PanelAnswer, PanelTask, topics
@@ -13,7 +13,7 @@ from fusion.catalog import Catalog
 from fusion.clock import utc_now
 from fusion.concurrency import BoundedPool
 from fusion.kafka.batches import BatchSubscription, Fetched, each_record
-from fusion.kafka.broker import Outbox, build_broker, build_producer, publish_while_broker_away
+from fusion.kafka.broker import Outbox, OwnProducer, build_broker, publish_while_broker_away
 from fusion.kafka.commits import OffsetCommitter, drain_and_commit
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.liveness import Progress
@@ -101,7 +101,7 @@ def register(
     models: CompletesChat,
     settings: Settings,
     metrics: FusionMetrics | None = None,
-    producer: AIOKafkaProducer | None = None,
+    producer: OwnProducer | None = None,
 ) -> PanelWorker:
     metrics = metrics or FusionMetrics()
     inbox = Inbox(broker, "panel-worker")
@@ -141,7 +141,7 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
     metrics = FusionMetrics()
     broker = build_broker(settings, "fusion-panel-worker", metrics)
     models = ModelRouter(catalog)
-    producer = build_producer(settings, "fusion-panel-worker")
+    producer = OwnProducer(settings, "fusion-panel-worker")
     worker = register(broker, models, settings, metrics, producer)
 
     async def drain() -> None:
