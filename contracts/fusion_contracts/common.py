@@ -1,24 +1,52 @@
 """Building blocks shared by several messages."""
 
+import hashlib
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
 
 from fusion_contracts.limits import MAX_ID_CHARS
 
 
-class Contract(BaseModel):
-    """Base of every message: immutable, and strict about unknown fields so that a producer's typo
-    shows up as a dead letter instead of being silently ignored."""
+def _readers_ignore_unknown_fields(schema: dict[str, Any]) -> None:
+    schema.pop("additionalProperties", None)
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class Contract(BaseModel):
+    """Base of every message: immutable.
+
+    Building or validating one in code refuses unknown fields, so a typo in a producer fails where
+    it is made. Reading one off the wire ignores them (`fusion.kafka.codec.decode` validates with
+    `extra="ignore"`): a message of the same major version from a newer minor carries optional fields
+    an older reader does not know, and it must still be read (the JSON Schemas say so too: no object
+    forbids additional properties). See "Versions" in docs/kafka-api.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_readers_ignore_unknown_fields)
+
+
+SchemaVersion = Annotated[
+    Literal[1],
+    Field(
+        description="The contract's major version. Minors of one major differ only by optional fields, "
+        "which a reader of that major ignores when it does not know them; a message of another major "
+        "is dead-lettered."
+    ),
+]
 
 
 RequestId = Annotated[
     str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 ]
 ModelName = Annotated[str, Field(min_length=1, max_length=200)]
+RequestDigest = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9a-f]{32}$",
+        description="Which request, of those that may share a request id: the first 32 hex digits "
+        "of the SHA-256 of the request's message as it was published (`request_digest`).",
+    ),
+]
 
 Role = Literal["system", "user", "assistant"]
 
@@ -82,3 +110,9 @@ class Usage(Contract):
 
 CallStatus = Literal["ok", "error", "timeout"]
 """How one model call ended."""
+
+
+def request_digest(raw: bytes) -> str:
+    """The `RequestDigest` of a request published as `raw`: two requests that share an id (a client's
+    mistake) have different digests; a request delivered twice has one."""
+    return hashlib.sha256(raw).hexdigest()[:32]

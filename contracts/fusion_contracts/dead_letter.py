@@ -1,15 +1,13 @@
 """What any consumer publishes on `fusion.dlq` for a message it cannot use."""
 
-from typing import Literal
-
 from pydantic import Field, NonNegativeInt
 
-from fusion_contracts.common import Contract, Instant
+from fusion_contracts.common import Contract, Instant, SchemaVersion
 from fusion_contracts.limits import SCHEMA_VERSION
 
 
 class DeadLetter(Contract):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     topic: str
     partition: NonNegativeInt
     offset: NonNegativeInt

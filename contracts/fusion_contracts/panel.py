@@ -12,7 +12,9 @@ from fusion_contracts.common import (
     Instant,
     ModelName,
     ModelSpec,
+    RequestDigest,
     RequestId,
+    SchemaVersion,
     Usage,
 )
 from fusion_contracts.limits import MAX_ANSWER_CHARS, MAX_PANEL_MEMBERS, SCHEMA_VERSION
@@ -22,8 +24,9 @@ from fusion_contracts.request import ReplyTo
 class PanelTask(Contract):
     """One panel member's call, on `fusion.tasks`."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     request_id: RequestId
+    request_digest: RequestDigest | None = None
     member_index: NonNegativeInt = Field(lt=MAX_PANEL_MEMBERS)
     member: ModelSpec
     messages: list[ChatMessage] = Field(min_length=1)
@@ -35,8 +38,9 @@ class PanelPlan(Contract):
     """What the judge waits for, on `fusion.answers` ahead of the answers of the same request."""
 
     kind: Literal["plan"] = "plan"
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     request_id: RequestId
+    request_digest: RequestDigest | None = None
     messages: list[ChatMessage] = Field(min_length=1)
     members: list[ModelSpec] = Field(min_length=1, max_length=MAX_PANEL_MEMBERS)
     judge: ModelSpec
@@ -54,8 +58,9 @@ class PanelAnswer(Contract):
     """One member's outcome, on `fusion.answers`."""
 
     kind: Literal["answer"] = "answer"
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     request_id: RequestId
+    request_digest: RequestDigest | None = None
     member_index: NonNegativeInt = Field(lt=MAX_PANEL_MEMBERS)
     model: ModelName
     status: CallStatus
@@ -74,8 +79,9 @@ class PanelRejection(Contract):
     (a redelivery that found it expired), in which case its plan wins."""
 
     kind: Literal["rejection"] = "rejection"
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     request_id: RequestId
+    request_digest: RequestDigest | None = None
     error: str = Field(max_length=4_000)
     submitted_at: Instant
     rejected_at: Instant

@@ -2,11 +2,19 @@
 
 import uuid
 from decimal import Decimal
-from typing import Literal
 
 from pydantic import Field, model_validator
 
-from fusion_contracts.common import ChatMessage, Contract, Instant, ModelName, ModelSpec, RequestId, utc_now
+from fusion_contracts.common import (
+    ChatMessage,
+    Contract,
+    Instant,
+    ModelName,
+    ModelSpec,
+    RequestId,
+    SchemaVersion,
+    utc_now,
+)
 from fusion_contracts.limits import (
     DEFAULT_DEADLINE_S,
     DEFAULT_GRACE_S,
@@ -53,7 +61,7 @@ class ReplyTo(Contract):
 
 
 class FusionRequest(Contract):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     request_id: RequestId = Field(default_factory=lambda: uuid.uuid4().hex)
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     preset: ModelName | None = Field(default=None, description="A catalog preset; the default when no panel.")

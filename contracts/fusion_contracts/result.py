@@ -5,7 +5,17 @@ from typing import Annotated, Literal
 
 from pydantic import Discriminator, Field, NonNegativeFloat, NonNegativeInt
 
-from fusion_contracts.common import CallStatus, Contract, Instant, ModelName, RequestId, Usage
+from fusion_contracts.common import (
+    CallStatus,
+    Contract,
+    Instant,
+    ModelName,
+    RequestDigest,
+    RequestId,
+    SchemaVersion,
+    Usage,
+    utc_now,
+)
 from fusion_contracts.limits import MAX_ANSWER_CHARS, SCHEMA_VERSION
 
 ResultStatus = Literal["complete", "partial", "failed", "rejected"]
@@ -76,8 +86,9 @@ class CostSummary(Contract):
 
 class FusedResult(Contract):
     kind: Literal["result"] = "result"
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     request_id: RequestId
+    request_digest: RequestDigest | None = None
     status: ResultStatus
     release: ReleaseReason | None = None
     answer: str | None = Field(default=None, max_length=MAX_ANSWER_CHARS)
@@ -96,14 +107,33 @@ class AnswerChunk(Contract):
     """A piece of the judge's final answer as it is written, for requests with `stream` set.
 
     Chunks of one request travel on its reply topic, keyed by request id, in `seq` order, ahead of the
-    request's `FusedResult`, whose `answer` is authoritative (it may differ when the judge failed)."""
+    request's `FusedResult`, whose `answer` is authoritative (it may differ when the judge failed).
+    A judge that takes a request over writes the answer again, from `seq` 0, under a new `stream_id`:
+    a reader follows one `stream_id` at a time and never joins the chunks of two."""
 
     kind: Literal["chunk"] = "chunk"
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     request_id: RequestId
     seq: NonNegativeInt
     delta: str = Field(max_length=MAX_ANSWER_CHARS)
+    stream_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="One judge's attempt at writing the answer; None from judges older than the field.",
+    )
 
 
-ReplyMessage = Annotated[FusedResult | AnswerChunk, Discriminator("kind")]
+class GatewayPresence(Contract):
+    """A gateway's sign of life on its own reply topic (`fusion.replies.<instance>`), written when it
+    connects and then every minute or so. A reply topic with no message newer than
+    `FUSION_GATEWAY_REPLY_TOPIC_STALE_S` belongs to a gateway that is gone, and any gateway deletes
+    it. Readers of reply topics skip it."""
+
+    kind: Literal["presence"] = "presence"
+    schema_version: SchemaVersion = SCHEMA_VERSION
+    instance_id: str = Field(min_length=1, max_length=256)
+    at: Instant = Field(default_factory=utc_now)
+
+
+ReplyMessage = Annotated[FusedResult | AnswerChunk | GatewayPresence, Discriminator("kind")]
 """Everything on a reply topic (`fusion.results` or a request's `reply_to`)."""

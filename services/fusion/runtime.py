@@ -75,8 +75,32 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def serve(app: ASGIApp, settings: Settings, service: str, host: str, port: int) -> None:
-    """Blocks until SIGINT or SIGTERM; the broker stops after in-flight handlers return."""
+class Server(uvicorn.Server):
+    """uvicorn's server, telling the app (`on_shutdown`) the moment shutdown begins: before it waits
+    for the connections still open, so the app can finish them in time (the gateway's drain)."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None = None) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        if self._on_shutdown is not None:
+            self._on_shutdown()
+        await super().shutdown(sockets)
+
+
+def serve(
+    app: ASGIApp,
+    settings: Settings,
+    service: str,
+    host: str,
+    port: int,
+    *,
+    graceful_s: float = 30.0,
+    on_shutdown: Callable[[], None] | None = None,
+) -> None:
+    """Blocks until SIGINT or SIGTERM; the broker stops after in-flight handlers return. Requests
+    still open `graceful_s` after the signal are cancelled."""
     tune_garbage_collector()
     config = uvicorn.Config(
         app,
@@ -85,14 +109,14 @@ def serve(app: ASGIApp, settings: Settings, service: str, host: str, port: int) 
         log_config=None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=round(graceful_s),
         # libuv's event loop, cheaper per wake-up than asyncio's, which every Kafka message and
         # model call costs; httptools parses the HTTP requests (health, metrics, the gateway's API).
         loop="uvloop",
         http="httptools",
     )
     try:
-        uvicorn.Server(config).run()
+        Server(config, on_shutdown).run()
     finally:
         provider = trace.get_tracer_provider()
         if isinstance(provider, TracerProvider):

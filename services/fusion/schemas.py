@@ -9,6 +9,7 @@ from fusion_contracts import (
     DeadLetter,
     FusedResult,
     FusionRequest,
+    GatewayPresence,
     PanelAnswer,
     PanelPlan,
     PanelRejection,
@@ -26,6 +27,7 @@ MESSAGES: tuple[type[BaseModel], ...] = (
     PanelRejection,
     FusedResult,
     AnswerChunk,
+    GatewayPresence,
     DeadLetter,
 )
 

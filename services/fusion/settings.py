@@ -25,7 +25,9 @@ class Settings(BaseSettings):
     instance_id: str = Field(default_factory=_default_instance)
 
     health_host: str = "127.0.0.1"
-    health_port: int | None = Field(default=None, description="0 disables; unset picks the service default.")
+    health_port: int | None = Field(
+        default=None, description="0 picks a free port; unset, the service default."
+    )
 
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=0, description="Longest a service's fetch waits.")
     kafka_max_poll_interval_ms: int = Field(
@@ -69,6 +71,20 @@ class Settings(BaseSettings):
     gateway_max_in_flight: int = Field(default=512, ge=1, description="Concurrent requests; then 429.")
     gateway_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Larger bodies get 413.")
     gateway_idempotency_ttl_s: float = Field(default=600.0, gt=0)
+    gateway_idempotency_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="Kept responses beyond it go, oldest first."
+    )
+    gateway_drain_s: float = Field(
+        default=130.0,
+        ge=0,
+        description="On SIGTERM, how long requests in flight may still finish; then they get a 503.",
+    )
+    gateway_reply_topic_stale_s: float = Field(
+        default=1200.0,
+        ge=0,
+        description="Delete the reply topics of gateways silent for this long (0: never). Keep it "
+        "above the longest deadline, 900 s.",
+    )
     gateway_tool_rounds: int = Field(default=4, ge=1, description="Model turns in a fusion-as-tool loop.")
 
     log_level: str = "INFO"

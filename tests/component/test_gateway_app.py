@@ -10,7 +10,7 @@ covered here.)
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ import pytest
 from fastapi import FastAPI
 from fusion.catalog import Catalog, load_catalog
 from fusion.gateway import app as gateway_app
+from fusion.gateway.answer_stream import RESTART_NOTICE
 from fusion.gateway.app import Gateway, create_app
 from fusion.gateway.link import FusionLink
 from fusion.kafka.tap import Reply
@@ -36,7 +37,7 @@ from fusion_contracts import (
     Usage,
     UsageSummary,
 )
-from fusion_contracts.result import ResultStatus
+from fusion_contracts.result import AnswerSource, ResultStatus
 
 from tests.component.support import eventually
 
@@ -90,6 +91,7 @@ def answered(
     answer: str | None = ANSWER,
     status: ResultStatus = "complete",
     error: str | None = None,
+    source: AnswerSource = "judge",
 ) -> FusedResult:
     now = datetime.now(UTC)
     return FusedResult(
@@ -97,7 +99,7 @@ def answered(
         status=status,
         release="all",
         answer=answer,
-        answer_source="judge" if answer else None,
+        answer_source=source if answer else None,
         members=[MemberOutcome(index=0, model="alpha", status="ok" if answer else "error", error=error)],
         usage=UsageSummary(total=Usage(input_tokens=30, output_tokens=12)),
         error=error,
@@ -121,7 +123,7 @@ class FakeLink(FusionLink):
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(
-        self, request: FusionRequest, listener: "asyncio.Queue[Reply] | None" = None
+        self, request: FusionRequest, listener: "Callable[[Reply], None] | None" = None
     ) -> "asyncio.Future[FusedResult]":
         self.submitted.append(request)
         future: asyncio.Future[FusedResult] = asyncio.get_running_loop().create_future()
@@ -134,16 +136,16 @@ class FakeLink(FusionLink):
         self,
         request: FusionRequest,
         future: "asyncio.Future[FusedResult]",
-        listener: "asyncio.Queue[Reply] | None",
+        listener: "Callable[[Reply], None] | None",
     ) -> None:
         if self.hold is not None:
             await self.hold.wait()
         result = self.respond(request)
         if listener is not None:
             for chunk in self.chunks(request):
-                listener.put_nowait(chunk)
+                listener(chunk)
             if result is not None:
-                listener.put_nowait(result)
+                listener(result)
         if result is not None and not future.done():
             future.set_result(result)
 
@@ -334,6 +336,25 @@ async def test_an_invalid_fused_request_is_a_400_without_a_submission(catalog: C
     assert h.link.submitted == []
 
 
+@pytest.mark.parametrize(
+    "fusion",
+    [
+        {"quorom": 2},
+        {"panel": [{"model": "alpha", "temprature": 0.2}]},
+        {"judge": {"model": "alpha", "x": 1}},
+    ],
+)
+async def test_an_unknown_key_of_the_fusion_object_is_still_a_400(
+    catalog: Catalog, fusion: dict[str, Any]
+) -> None:
+    # Kafka readers ignore unknown fields (docs/kafka-api.md, "Versions"); the HTTP API does not.
+    async with harness(catalog) as h:
+        response = await h.chat(ask(fusion=fusion))
+    assert response.status_code == 400
+    assert error_of(response)["type"] == "invalid_request_error"
+    assert h.link.submitted == []
+
+
 async def test_no_result_within_the_deadline_is_a_504(
     catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -473,7 +494,9 @@ async def test_a_result_longer_than_the_stream_sends_the_rest(catalog: Catalog) 
 async def test_a_result_that_contradicts_the_stream_follows_a_notice(catalog: Catalog) -> None:
     async with harness(catalog) as h:
         h.link.chunks = lambda request: stream_of(request, (0, "The judge began, then "))
-        h.link.respond = lambda request: answered(request, "Best panel answer.", "partial")
+        h.link.respond = lambda request: answered(
+            request, "Best panel answer.", "partial", source="best_member"
+        )
         response = await h.chat(ask(stream=True))
 
     chunks = data_of(events(response))
@@ -512,6 +535,175 @@ async def test_a_stream_past_its_deadline_keeps_alive_then_ends_with_504(
     assert h.gateway._in_flight == 0
 
 
+def streamed_text(response: httpx.Response) -> str:
+    return "".join(contents(data_of(events(response))))
+
+
+def attempt(request: FusionRequest, stream_id: str | None, *deltas: tuple[int, str]) -> list[AnswerChunk]:
+    """One judge's stream of the answer."""
+    return [
+        AnswerChunk(request_id=request.request_id, seq=seq, delta=delta, stream_id=stream_id)
+        for seq, delta in deltas
+    ]
+
+
+async def test_a_stream_restarted_by_a_new_judge_is_not_spliced(catalog: Catalog) -> None:
+    """A judge took the request over mid-stream and wrote another answer from seq 0 (judges of this
+    release's predecessor set no stream id). Before: the second stream's first chunks were dropped as
+    redeliveries and its later ones joined to the first stream's text, then the result came after a
+    false "judge failed" notice."""
+    first = attempt_text = ("The first judge ", "wrote this, ")
+    second = ("Another judge ", "wrote something ", "else entirely.")
+    async with harness(catalog) as h:
+        h.link.chunks = lambda request: [
+            *attempt(request, None, *enumerate(first)),
+            *attempt(request, None, *enumerate(second)),
+        ]
+        h.link.respond = lambda request: answered(request, "".join(second))
+        response = await h.chat(ask(stream=True))
+
+    text = streamed_text(response)
+    assert "judge failed" not in text
+    assert text == "".join(attempt_text) + RESTART_NOTICE + "".join(second)
+    assert data_of(events(response))[-1]["fusion"]["status"] == "complete"
+
+
+async def test_a_stream_left_behind_is_dropped_even_when_its_judge_goes_on(catalog: Catalog) -> None:
+    """A judge paused past its session timeout streams on beside the one that took over: its chunks,
+    under their own stream id, never reach the client after the switch."""
+    async with harness(catalog) as h:
+        h.link.chunks = lambda request: [
+            *attempt(request, "zombie", (0, "Old one, "), (1, "old two, ")),
+            *attempt(request, "heir", (0, "New one, ")),
+            *attempt(request, "zombie", (2, "old three, ")),
+            *attempt(request, "heir", (1, "new two.")),
+            *attempt(request, "zombie", (3, "old four.")),
+        ]
+        h.link.respond = lambda request: answered(request, "New one, new two.")
+        response = await h.chat(ask(stream=True))
+
+    text = streamed_text(response)
+    assert "old three" not in text
+    assert "old four" not in text
+    assert text == "Old one, old two, " + RESTART_NOTICE + "New one, new two."
+
+
+async def test_a_restart_that_repeats_the_answer_continues_without_a_notice(catalog: Catalog) -> None:
+    """The judge that took over wrote the same words (in other chunks): the client sees one answer."""
+    async with harness(catalog) as h:
+        h.link.chunks = lambda request: [
+            *attempt(request, "a", (0, "The fused "), (1, "answer: ")),
+            *attempt(request, "b", (0, "The fu"), (1, "sed answer: Rayleigh"), (2, " scattering.")),
+        ]
+        response = await h.chat(ask(stream=True))
+
+    assert streamed_text(response) == ANSWER
+
+
+async def test_a_gap_in_the_stream_stops_it_and_the_result_fills_in(catalog: Catalog) -> None:
+    """A chunk lost (the judge's send failed, or too many queued): before, the text went on past the
+    hole, and the result then came again after a false "judge failed" notice."""
+    async with harness(catalog) as h:
+        h.link.chunks = lambda request: stream_of(request, (0, "The fused "), (2, "Rayleigh scattering."))
+        response = await h.chat(ask(stream=True))
+
+    assert contents(data_of(events(response))) == ["The fused ", "answer: Rayleigh scattering."]
+
+
+async def test_a_stream_whose_body_is_never_read_gives_its_slot_and_its_route_back(catalog: Catalog) -> None:
+    """The client went away before the first byte: the server never starts the body, so cleanup in
+    the body's generator never ran. Before: the in-flight slot and the reply route leaked for good."""
+    async with harness(catalog) as h:
+        h.link.hold = asyncio.Event()  # no reply, so nothing but the cleanup ends the request
+        sent: list[dict[str, Any]] = []
+        gone = asyncio.Event()
+        bodies = [json.dumps(ask(stream=True)).encode()]
+
+        async def receive() -> dict[str, Any]:
+            if bodies:
+                return {"type": "http.request", "body": bodies.pop(), "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(dict(message))
+            if message["type"] == "http.response.start":
+                gone.set()
+                await asyncio.sleep(3600)  # a client that never reads
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/chat/completions",
+            "raw_path": b"/v1/chat/completions",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/json"), (b"host", b"gateway.test")],
+            "client": ("127.0.0.1", 1234),
+            "server": ("gateway.test", 80),
+            "state": {},
+        }
+        await asyncio.wait_for(h.app(scope, receive, send), 5)
+
+    assert gone.is_set()
+    [request] = h.link.submitted
+    assert request.request_id in h.link.forgotten
+    assert h.gateway.in_flight == 0
+
+
+# --- shutdown ----------------------------------------------------------------------------------
+
+
+async def test_a_drain_lets_requests_in_flight_finish_and_refuses_new_ones(catalog: Catalog) -> None:
+    async with harness(catalog, gateway_drain_s=30) as h:
+        h.link.hold = asyncio.Event()
+        fused = asyncio.create_task(h.chat(ask()))
+        streamed = asyncio.create_task(h.chat(ask(stream=True)))
+        await eventually(lambda: len(h.link.submitted) == 2)
+
+        h.gateway.begin_drain()
+        refused = await h.chat(ask())
+        health = await h.client.get("/health")
+        h.link.hold.set()
+        done, streamed_done = await fused, await streamed
+
+    assert done.status_code == 200
+    assert done.json()["choices"][0]["message"]["content"] == ANSWER
+    assert streamed_text(streamed_done) == ANSWER
+    assert refused.status_code == 503
+    assert error_of(refused)["code"] == "gateway_shutting_down"
+    assert health.status_code == 503
+    assert health.json()["status"] == "draining"
+    assert h.gateway.in_flight == 0
+
+
+async def test_past_the_drain_time_each_request_gets_a_clear_503(catalog: Catalog) -> None:
+    """Instead of a connection cut when the server gives up: a 503 naming the request, or for a
+    stream an error event and [DONE]."""
+    async with harness(catalog, gateway_drain_s=0.2) as h:
+        h.link.respond = lambda _: None  # the fusions outlive the drain
+        fused = asyncio.create_task(h.chat(ask()))
+        streamed = asyncio.create_task(h.chat(ask(stream=True)))
+        await eventually(lambda: len(h.link.submitted) == 2)
+        h.gateway.begin_drain()
+        stopped, stream_stopped = await asyncio.wait_for(asyncio.gather(fused, streamed), 5)
+
+    assert stopped.status_code == 503
+    error = error_of(stopped)
+    assert error["code"] == "gateway_shutting_down"
+    assert (
+        h.link.submitted[0].request_id in error["message"]
+        or h.link.submitted[1].request_id in error["message"]
+    )
+    payloads = data_of(events(stream_stopped))
+    assert payloads[-1]["error"]["code"] == "gateway_shutting_down"
+    assert sorted(h.link.forgotten) == sorted(request.request_id for request in h.link.submitted)
+    assert h.gateway.in_flight == 0
+
+
 # --- pass-through ------------------------------------------------------------------------------
 
 
@@ -531,6 +723,100 @@ async def test_any_catalog_model_is_passed_through(catalog: Catalog) -> None:
         "stream": False,
     }
     assert h.link.submitted == []
+
+
+OPENAI_FIELDS = {  # a request field of OpenAI's chat completions each, as a client may send them
+    "temperature": 0.3,
+    "top_p": 0.9,
+    "max_tokens": 50,
+    "max_completion_tokens": 60,
+    "n": 2,
+    "stop": ["\n\n"],
+    "seed": 7,
+    "presence_penalty": 0.1,
+    "frequency_penalty": 0.2,
+    "logit_bias": {"50256": -100},
+    "logprobs": True,
+    "top_logprobs": 2,
+    "response_format": {"type": "json_object"},
+    "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
+    "tool_choice": "auto",
+    "parallel_tool_calls": False,
+    "reasoning_effort": "low",
+    "user": "end-user-1",
+    "safety_identifier": "user-hash",
+    "prompt_cache_key": "cache-1",
+    "modalities": ["text"],
+    "prediction": {"type": "content", "content": "draft"},
+    "verbosity": "low",
+    "web_search_options": {"search_context_size": "low"},
+}
+OUTSIDE_THE_CATALOG = {  # what would reach models, endpoints or options the catalog does not offer
+    "models": ["anthropic/claude-opus-4", "openai/o3-pro"],  # OpenRouter: fallbacks to any model
+    "provider": {"order": ["any-host"], "allow_fallbacks": True},  # OpenRouter: provider routing
+    "route": "fallback",
+    "transforms": ["middle-out"],
+    "plugins": [{"id": "web"}],
+    "api_base": "http://attacker.test/v1",  # proxies that take a base URL, or a key, from the body
+    "base_url": "http://attacker.test/v1",
+    "api_key": "sk-someone-elses",
+    "extra_headers": {"X-Upstream": "elsewhere"},
+    "extra_body": {"model": "vendor/not-in-the-catalog"},
+    "store": True,  # these act on the operator's account rather than on the answer
+    "metadata": {"k": "v"},
+    "service_tier": "priority",
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_pass_through_forwards_only_openai_chat_completion_fields(
+    catalog: Catalog, stream: bool
+) -> None:
+    messages = [
+        {"role": "system", "content": "Be brief.", "provider": "elsewhere"},
+        {"role": "user", "content": [{"type": "text", "text": "direct"}], "name": "ann", "model": "x"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    ]
+    body = {"model": "alpha", "messages": messages, "stream": stream, **OPENAI_FIELDS, **OUTSIDE_THE_CATALOG}
+    async with harness(catalog) as h:
+        if stream:
+            h.provider.default = lambda _: httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, content=b"data: [DONE]\n\n"
+            )
+        response = await h.chat(body)
+
+    assert response.status_code == 200, response.text
+    [request] = h.provider.requests
+    assert str(request.url) == "http://provider.test/v1/chat/completions"
+    sent = json.loads(request.content)
+    assert sent == {
+        **OPENAI_FIELDS,
+        "model": "vendor/alpha",
+        "stream": stream,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "direct"}], "name": "ann"},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function"}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+        ],
+    }
+
+
+async def test_the_tool_loop_forwards_only_openai_chat_completion_fields(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        h.provider.responses = [
+            lambda _: httpx.Response(200, json=upstream_reply(None, [fusion_call("call-1", "q?")])),
+            lambda _: httpx.Response(200, json=upstream_reply("Answered.")),
+        ]
+        response = await h.chat(ask("q", model="toolmodel", tools=[FUSION_TOOL], **OUTSIDE_THE_CATALOG))
+
+    assert response.status_code == 200, response.text
+    bodies = h.provider.bodies()
+    assert len(bodies) == 2
+    for sent in bodies:
+        assert sent["model"] == "vendor/tool-model"
+        assert not set(sent) & set(OUTSIDE_THE_CATALOG)
 
 
 async def test_a_streamed_pass_through_relays_the_providers_bytes(catalog: Catalog) -> None:

@@ -28,7 +28,7 @@ class ScriptedProducer(PartitionProducer):
         self.script = script
         self.commits: list[list[Outgoing]] = []
 
-    async def open(self) -> None:
+    async def open(self, unless_open: bool = False) -> None:
         self.fenced = False
         self.opened = True
 

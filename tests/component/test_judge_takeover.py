@@ -68,7 +68,9 @@ class RecordingSink:
     def __init__(self) -> None:
         self.published: list[str] = []
 
-    async def publish(self, plan: PanelPlan | PanelRejection, result: FusedResult) -> bool:
+    async def publish(
+        self, plan: PanelPlan | PanelRejection, result: FusedResult, released_as: str | None = None
+    ) -> bool:
         self.published.append(plan.request_id)
         return True
 

@@ -76,7 +76,7 @@ LETTERS_QUIET_S = 20.0
 """How long the dead letters may pause before the wait ends (a service retries a record it fails on
 for about a second before it gives up on it)."""
 COMMITS_TIMEOUT_S = 30.0
-ERROR_PREFIXES = ("not valid JSON", "schema:", "empty message")
+ERROR_PREFIXES = ("not valid JSON", "schema:", "empty message", "unsupported schema version")
 
 _LETTER = TypeAdapter(DeadLetter)
 Place = tuple[str, int, int]

@@ -8,7 +8,6 @@ import pytest
 from fusion.client import FusionClient
 from fusion_contracts import ChatMessage, FusionRequest, ModelSpec, Policy
 
-from fusion_testing.chaos import run_chaos
 from fusion_testing.stack import KAFKA_PORT, Services, run_infra
 
 pytestmark = [pytest.mark.kafka]
@@ -100,15 +99,3 @@ async def test_a_judge_stopped_with_sigterm_hands_its_open_requests_over(
 
     assert result.status == "complete"
     assert client.results.seen[request.request_id] == 1
-
-
-async def test_a_short_chaos_run_loses_and_doubles_nothing(client: FusionClient, services: Services) -> None:
-    """`make chaos` in small: requests while each service is killed once and the broker restarts."""
-    report = await run_chaos(client, services, requests=16, rate=4, kills_per_service=1, seed=3)
-
-    print(f"\n{report.line()}")
-    assert report.sent == 16
-    assert report.kills == 3
-    assert report.broker_restarts == 1
-    assert report.lost == 0
-    assert report.duplicated == 0

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
-from fusion_contracts import limits, topics
+from fusion_contracts import FusionRequest, PanelAnswer, PanelPlan, PanelTask, limits, topics
+from pydantic import BaseModel
 
 __all__ = [
     "CONSUMED",
@@ -273,15 +274,26 @@ _WRONG: Final[dict[str, list[tuple[Path, Any]]]] = {
 }
 
 
+def _known(topic: str, base: Json) -> frozenset[str]:
+    """The fields of the contract `base` is a message of. Readers ignore any other field (a newer
+    minor's), so only a change to one of these can break a message."""
+    contracts: dict[str, type[BaseModel]] = {topics.REQUESTS: FusionRequest, topics.TASKS: PanelTask}
+    kinds: dict[str, type[BaseModel]] = {"answer": PanelAnswer, "plan": PanelPlan}
+    contract = contracts.get(topic) or kinds[base["kind"]]
+    return frozenset(contract.model_fields)
+
+
 def _wrong_fields(rng: random.Random, topic: str, base: Json) -> bytes:
     choice = rng.randrange(3)
     if choice == 0:  # a required field missing
         dropped = rng.choice([name for name in _REQUIRED[topic] if name in base])
         return _json({name: value for name, value in base.items() if name != dropped})
-    if choice == 1:
-        return _json({**base, f"surprise_{rng.randrange(100)}": rng.random()})
-    path, value = rng.choice(_WRONG[topic])  # of the wrong type, or out of range
-    return _json(_with(base, path, value) if path[0] in base else {**base, path[0]: value})
+    wrong = [(path, value) for path, value in _WRONG[topic] if path[0] in _known(topic, base)]
+    path, value = rng.choice(wrong)  # of the wrong type, or out of range
+    broken: Json = _with(base, path, value) if path[0] in base else {**base, str(path[0]): value}
+    if choice == 1:  # with a field no contract has, which alone would be ignored
+        broken[f"surprise_{rng.randrange(100)}"] = rng.random()
+    return _json(broken)
 
 
 def _wrong_schema_version(rng: random.Random, topic: str, base: Json) -> bytes:
@@ -291,8 +303,9 @@ def _wrong_schema_version(rng: random.Random, topic: str, base: Json) -> bytes:
 
 
 def _wrong_kind(rng: random.Random, topic: str, base: Json) -> bytes:
-    if "kind" not in base:  # requests and tasks have none: one more field is one too many
-        return _json({**base, "kind": rng.choice(["request", "task", "answer", "plan"])})
+    if "kind" not in base:  # requests and tasks have none: an answer, which has no messages
+        answer = valid_examples()[topics.ANSWERS][0]
+        return _json({**answer, "request_id": base["request_id"]})
     other = "plan" if base["kind"] == "answer" else "answer"
     kind = rng.choice(["result", "chunk", "Plan", "ANSWER", "", "answer ", None, 1, ["answer"], other, _MARK])
     return _json({k: v for k, v in base.items() if k != "kind"} if kind == _MARK else {**base, "kind": kind})
@@ -309,8 +322,9 @@ def _chars(path: Path, chars: int, at_most: int = 10) -> tuple[int, Change]:
 _LIMITS: Final[dict[str, list[tuple[int, Change]]]] = {
     "*": [
         (30, lambda rng: (("request_id",), "r" * (limits.MAX_ID_CHARS + rng.choice([1, 2, 100, 10_000])))),
-        # at the limit, with a field no contract has: just under the topics' size limit
-        (2, lambda rng: (("padding",), "p" * (limits.MAX_MESSAGE_BYTES - rng.randint(2_000, 64_000)))),
+        # just under the topics' size limit, in a field with a limit of its own (a field no contract
+        # has would be ignored: a newer minor's)
+        (2, lambda rng: (("request_id",), "p" * (limits.MAX_MESSAGE_BYTES - rng.randint(2_000, 64_000)))),
         (10, lambda rng: (("schema_version",), 2)),  # at the limit (below), wrong elsewhere
     ],
     topics.REQUESTS: [
@@ -344,6 +358,8 @@ _LIMITS: Final[dict[str, list[tuple[int, Change]]]] = {
 def _over_limits(rng: random.Random, topic: str, base: Json) -> bytes:
     changes = [*_LIMITS["*"], *_LIMITS[topic]]
     path, value = _pick(rng, changes)(rng)
+    while path[0] not in _known(topic, base):  # a field of the other kind of message on the topic
+        path, value = _pick(rng, changes)(rng)
     at_limit = {**base, "request_id": "r" * limits.MAX_ID_CHARS}
     start = at_limit if path == ("schema_version",) else base
     return _json(_with(start, path, value) if path[0] in start else {**start, path[0]: value})

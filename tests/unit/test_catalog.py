@@ -148,6 +148,18 @@ def test_unknown_field_in_an_entry_is_a_catalog_error(tmp_path: Path) -> None:
         load_catalog(path)
 
 
+def test_unknown_field_in_a_presets_model_spec_is_a_catalog_error(tmp_path: Path) -> None:
+    # Messages read off Kafka ignore unknown fields (a newer minor's); a catalog is configuration,
+    # where a typo must still fail at start.
+    path = write(
+        tmp_path,
+        '[presets.typo]\npanel = [{ model = "smollm2-135m", temprature = 0.2 }]\n'
+        'judge = { model = "smollm2-135m" }\n',
+    )
+    with pytest.raises(CatalogError, match="temprature"):
+        load_catalog(path)
+
+
 def test_unreadable_or_missing_file_is_a_catalog_error(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="cannot read catalog"):
         load_catalog(tmp_path / "absent.toml")

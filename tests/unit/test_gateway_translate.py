@@ -1,6 +1,7 @@
 """fusion.gateway.translate: OpenAI chat completion bodies <-> Fusion contracts (pure functions)."""
 
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -542,3 +543,42 @@ def test_a_failed_result_is_a_502_with_the_fusion_summary() -> None:
         "code": "fusion_failed",
     }
     assert payload["fusion"] == translate.fusion_summary(result)
+
+
+# --- pass-through ------------------------------------------------------------------------------
+
+GATEWAY_DOC = Path(__file__).resolve().parents[2] / "docs" / "gateway-api.md"
+
+
+def _documented(lead: str) -> set[str]:
+    """The names in backticks of the paragraph of docs/gateway-api.md that starts with `lead`."""
+    [paragraph] = [
+        part for part in GATEWAY_DOC.read_text(encoding="utf-8").split("\n\n") if part.startswith(lead)
+    ]
+    return set(re.findall(r"`([a-z_]+)`", paragraph))
+
+
+def test_the_documented_pass_through_fields_are_the_forwarded_ones() -> None:
+    assert _documented("Request fields forwarded:") == translate.PASSTHROUGH_FIELDS
+    assert _documented("Message fields forwarded:") == translate.PASSTHROUGH_MESSAGE_FIELDS
+
+
+def test_a_pass_through_body_keeps_the_allowed_fields_for_the_catalogs_model() -> None:
+    body = ChatCompletionRequest.model_validate(
+        {
+            "model": "alpha",
+            "messages": [{"role": "user", "content": "hi", "cache": True}],
+            "temperature": 0.5,
+            "stream": True,
+            "fusion": {"quorum": 1},
+            "models": ["elsewhere/model"],
+            "provider": {"order": ["x"]},
+            "top_k": 3,
+            "seed": None,
+        }
+    )
+    assert translate.passthrough_body(body, "vendor/alpha") == {
+        "model": "vendor/alpha",
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0.5,
+    }

@@ -328,6 +328,30 @@ async def test_api_key_is_sent_as_bearer_and_kept_out_of_errors(monkeypatch: pyt
     assert str(recorder.requests[0].url) == "https://keyed.test/api/v1/chat/completions"
 
 
+@pytest.mark.parametrize("kept", [6, 12, len(SECRET) - 1])
+@pytest.mark.parametrize("as_json", [True, False])
+async def test_a_key_echoed_across_the_error_length_limit_leaks_no_prefix(
+    monkeypatch: pytest.MonkeyPatch, kept: int, as_json: bool
+) -> None:
+    """The error's detail is cut at 300 characters: the key must be redacted before the cut, or the
+    `kept` characters of it ahead of the cut would survive it."""
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    echoed = "e" * (300 - kept) + SECRET + " is not a valid key"
+    body = {"error": {"message": echoed}} if as_json else None
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json=body) if as_json else httpx.Response(401, text=echoed)
+
+    router = ModelRouter(catalog(), transport=httpx.MockTransport(Recorder(respond)))
+    with pytest.raises(ModelHTTPError) as caught:
+        await router.complete(ModelSpec(model="paid"), MESSAGES)
+    await router.aclose()
+    message = str(caught.value)
+    assert SECRET[:kept] not in message
+    assert message.startswith("keyed answered HTTP 401: eeee")
+    assert len(message) < 400  # still cut
+
+
 async def test_api_key_kept_out_of_connection_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, SECRET)
 

@@ -162,6 +162,19 @@ async def test_a_client_error_is_not_retried(catalog: Catalog, shape: str) -> No
     assert len(seen) == 1
 
 
+@pytest.mark.parametrize(("shape", "key"), [("openai", "sk-test-openai"), ("anthropic", "sk-test-anthropic")])
+async def test_a_key_echoed_across_the_error_length_limit_is_redacted_whole(
+    catalog: Catalog, shape: str, key: str
+) -> None:
+    echoed = "e" * 295 + key + " is not valid"  # the 300-character limit falls inside the key
+    handler, _ = scripted(httpx.Response(401, json={"error": {"type": "auth", "message": echoed}}))
+
+    with pytest.raises(ModelHTTPError) as caught:
+        await router(catalog, handler).complete(ModelSpec(model=shape), HI)
+
+    assert key[:5] not in str(caught.value)
+
+
 @pytest.mark.parametrize("shape", ["openai", "anthropic"])
 async def test_retries_stop_at_the_last_attempt_with_the_last_error(catalog: Catalog, shape: str) -> None:
     handler, seen = scripted(httpx.ConnectError("refused"))

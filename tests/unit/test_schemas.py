@@ -1,5 +1,6 @@
 """fusion.schemas: the committed JSON Schemas match the contracts, and the check can fail."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,18 @@ from pydantic import BaseModel, create_model
 
 def test_committed_schemas_are_not_stale() -> None:
     assert schemas.stale_schemas() == []
+
+
+def test_the_schemas_let_a_reader_ignore_fields_of_a_newer_minor() -> None:
+    """A reader that validates against a schema must accept a newer minor's message of its major,
+    as fusion.kafka.codec does: no object says `additionalProperties: false`."""
+    for name, text in schemas.render().items():
+        schema = json.loads(text)
+        for node in (schema, *schema.get("$defs", {}).values()):
+            assert node.get("additionalProperties") is not False, (name, node.get("title"))
+        version = schema["properties"]["schema_version"]
+        assert version["const"] == 1, name
+        assert "major" in version["description"], name
 
 
 def test_every_message_has_a_committed_schema() -> None:

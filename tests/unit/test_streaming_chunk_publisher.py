@@ -53,9 +53,25 @@ async def test_deltas_pushed_during_a_send_are_joined_into_the_next_chunk() -> N
     await asyncio.wait_for(publisher.close(), 1)
 
     assert send.chunks == [
-        AnswerChunk(request_id="req-1", seq=0, delta="The "),
-        AnswerChunk(request_id="req-1", seq=1, delta="fused answer."),
+        AnswerChunk(request_id="req-1", seq=0, delta="The ", stream_id=publisher.stream_id),
+        AnswerChunk(request_id="req-1", seq=1, delta="fused answer.", stream_id=publisher.stream_id),
     ]
+
+
+async def test_each_publisher_is_a_stream_of_its_own() -> None:
+    """A judge that takes a request over streams it again from seq 0: under another stream id, so a
+    reader can tell the two attempts apart instead of joining them."""
+    first, second = GatedSend(gated=False), GatedSend(gated=False)
+    for send in (first, second):
+        publisher = ChunkPublisher("req-1", send)
+        await publisher.push("The answer")
+        await asyncio.wait_for(publisher.close(), 1)
+
+    [one], [other] = first.chunks, second.chunks
+    assert one.seq == other.seq == 0
+    assert one.stream_id
+    assert other.stream_id
+    assert one.stream_id != other.stream_id
 
 
 async def test_close_waits_for_every_pushed_delta() -> None:

@@ -11,6 +11,7 @@ from fusion.catalog import Catalog, CatalogError, load_catalog
 from fusion.settings import Settings
 
 EXIT_USAGE = 2
+GATEWAY_BACKSTOP_S = 10.0
 
 
 def _secrets(settings: Settings, catalog: Catalog) -> list[str]:
@@ -34,7 +35,18 @@ def _serve(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> in
     if args.service == "gateway":
         from fusion.gateway.app import create_app as gateway
 
-        serve(gateway(settings, catalog), settings, "gateway", settings.gateway_host, settings.gateway_port)
+        gateway_app = gateway(settings, catalog)
+        serve(
+            gateway_app,
+            settings,
+            "gateway",
+            settings.gateway_host,
+            settings.gateway_port,
+            # Past its drain, the gateway answers what is still open itself; the server's own limit
+            # is only a backstop.
+            graceful_s=settings.gateway_drain_s + GATEWAY_BACKSTOP_S,
+            on_shutdown=gateway_app.state.begin_drain,
+        )
         return 0
     factories: dict[str, Callable[[Settings, Catalog], AsgiFastStream]] = {
         "dispatcher": dispatcher,

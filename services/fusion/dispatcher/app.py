@@ -10,7 +10,7 @@ from aiokafka import ConsumerRecord
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from fusion_contracts import FusionRequest, PanelRejection, ReplyTo, topics
-from fusion_contracts.common import RequestId
+from fusion_contracts.common import RequestId, request_digest
 from pydantic import TypeAdapter, ValidationError
 
 from fusion.catalog import Catalog
@@ -48,7 +48,9 @@ def _recoverable(raw: bytes | None) -> tuple[str, ReplyTo | None] | None:
     except ValidationError:
         return None
     try:
-        reply_to = _REPLY_TO.validate_python(data["reply_to"]) if data.get("reply_to") else None
+        reply_to = (
+            _REPLY_TO.validate_python(data["reply_to"], extra="ignore") if data.get("reply_to") else None
+        )
     except ValidationError:
         reply_to = None
     return request_id, reply_to
@@ -70,25 +72,32 @@ class Dispatcher:
         self.pool = BoundedPool(concurrency)
         self.committer = OffsetCommitter()
 
-    async def accept(self, request: FusionRequest, done: Callable[[], None] | None = None) -> None:
-        """Returns once the dispatch has started; `done` runs once it is published."""
-        await self.pool.submit(self._dispatch(request, done))
+    async def accept(
+        self, request: FusionRequest, done: Callable[[], None] | None = None, digest: str | None = None
+    ) -> None:
+        """Returns once the dispatch has started; `done` runs once it is published. `digest` tells
+        the request from another that shares its id (`request_digest` of its raw message)."""
+        await self.pool.submit(self._dispatch(request, done, digest))
 
-    async def _dispatch(self, request: FusionRequest, done: Callable[[], None] | None) -> None:
+    async def _dispatch(
+        self, request: FusionRequest, done: Callable[[], None] | None, digest: str | None = None
+    ) -> None:
         """Retries while the broker is away (a restart, say); a request that outlives its deadline
         meanwhile is rejected as expired on the next attempt."""
         with structlog.contextvars.bound_contextvars(request_id=request.request_id):
-            await publish_while_broker_away(lambda: self.handle(request), "request", self.progress)
+            await publish_while_broker_away(lambda: self.handle(request, digest), "request", self.progress)
         if done is not None:
             done()
 
-    async def handle(self, request: FusionRequest) -> None:
+    async def handle(self, request: FusionRequest, digest: str | None = None) -> None:
         now = utc_now()
-        outcome = plan_request(request, self._catalog, now)
+        outcome = plan_request(request, self._catalog, now, digest)
         key = topics.request_key(request.request_id)
         if isinstance(outcome, Rejection):
             log.info("request rejected", request_id=request.request_id, error=outcome.error)
-            await self._reject(request.request_id, request.submitted_at, outcome.error, request.reply_to)
+            await self._reject(
+                request.request_id, request.submitted_at, outcome.error, request.reply_to, digest
+            )
             self._metrics.requests.labels(status="rejected").inc()
             return
         # Plan and tasks go out together (one round trip, not two). The plan nearly always reaches
@@ -110,16 +119,24 @@ class Dispatcher:
             return
         request_id, reply_to = recovered
         self._metrics.requests.labels(status="invalid").inc()
-        await self._reject(request_id, utc_now(), f"invalid request: {error}", reply_to)
+        await self._reject(
+            request_id, utc_now(), f"invalid request: {error}", reply_to, request_digest(raw or b"")
+        )
 
     async def _reject(
-        self, request_id: str, submitted_at: datetime, error: str, reply_to: ReplyTo | None
+        self,
+        request_id: str,
+        submitted_at: datetime,
+        error: str,
+        reply_to: ReplyTo | None,
+        digest: str | None = None,
     ) -> None:
         """The rejection goes to the judge, on the request's answers partition, and the judge
         publishes the `rejected` result: exactly once, and not at all for a request dispatched
         before (a redelivery that finds it expired)."""
         rejection = PanelRejection(
             request_id=request_id,
+            request_digest=digest,
             error=error[:4_000],
             submitted_at=submitted_at,
             rejected_at=utc_now(),
@@ -160,7 +177,7 @@ def register(
                 await dispatcher.reject_invalid(record.value, request.error)
                 done()
                 return
-            await dispatcher.accept(request, done)
+            await dispatcher.accept(request, done, request_digest(record.value or b""))
 
         async def give_up(record: ConsumerRecord[bytes, bytes], reason: str) -> None:
             await inbox.dead_letter(record, reason)

@@ -35,7 +35,10 @@ def _resolve_panel(request: FusionRequest, catalog: Catalog) -> tuple[list[Model
     return members, judge, quorum
 
 
-def plan_request(request: FusionRequest, catalog: Catalog, now: datetime) -> Dispatch | Rejection:
+def plan_request(
+    request: FusionRequest, catalog: Catalog, now: datetime, digest: str | None = None
+) -> Dispatch | Rejection:
+    """The plan and tasks of a request (`digest`: its `request_digest`), or why it is refused."""
     try:
         members, judge, preset_quorum = _resolve_panel(request, catalog)
     except CatalogError as error:
@@ -70,6 +73,7 @@ def plan_request(request: FusionRequest, catalog: Catalog, now: datetime) -> Dis
 
     plan = PanelPlan(
         request_id=request.request_id,
+        request_digest=digest,
         messages=request.messages,
         members=members,
         judge=judge,
@@ -85,6 +89,7 @@ def plan_request(request: FusionRequest, catalog: Catalog, now: datetime) -> Dis
     tasks = [
         PanelTask(
             request_id=request.request_id,
+            request_digest=digest,
             member_index=index,
             member=member,
             messages=request.messages,

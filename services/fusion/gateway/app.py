@@ -2,11 +2,12 @@
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 import structlog
 from fastapi import Depends, FastAPI, Header, Request
@@ -14,9 +15,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fusion_contracts import AnswerChunk, FusedResult, FusionRequest
 from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
 
 from fusion.catalog import Catalog
 from fusion.gateway import translate
+from fusion.gateway.answer_stream import AnswerStream
 from fusion.gateway.body_limit import BodyLimit
 from fusion.gateway.errors import GatewayError
 from fusion.gateway.idempotency import IdempotencyCache, fingerprint
@@ -34,6 +37,21 @@ log = structlog.get_logger(__name__)
 WAIT_MARGIN_S = 5.0
 """Past a fusion's deadline, the gateway waits this much longer before answering 504."""
 KEEPALIVE_S = 10.0
+MAX_QUEUED_CHUNKS = 1024
+"""Chunks of one stream waiting for a slow client; more are dropped (the result fills in for them)."""
+
+T = TypeVar("T")
+
+
+def shutting_down(request_id: str | None = None, drain_s: float | None = None) -> GatewayError:
+    if request_id is None:
+        message = "the gateway is shutting down; send the request to another instance"
+    else:
+        message = (
+            f"the gateway is shutting down and stopped waiting for fusion {request_id} after draining"
+            f" for {drain_s:g} s; its result will not be delivered here: retry it at another instance"
+        )
+    return GatewayError(503, message, "api_error", "gateway_shutting_down")
 
 
 class Gateway:
@@ -45,11 +63,56 @@ class Gateway:
         self.link = link
         self.models = models
         self.metrics = GatewayMetrics()
-        self.idempotency = IdempotencyCache(settings.gateway_idempotency_ttl_s)
+        self.idempotency = IdempotencyCache(
+            settings.gateway_idempotency_ttl_s, max_bytes=settings.gateway_idempotency_max_bytes
+        )
         self._in_flight = 0
+        self.draining = False
+        self._cut_off: asyncio.Future[None] | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def cut_off(self) -> "asyncio.Future[None]":
+        """Done once a drain has lasted `gateway_drain_s`: whatever still waits for a fusion stops."""
+        if self._cut_off is None:
+            self._cut_off = asyncio.get_running_loop().create_future()
+        return self._cut_off
+
+    def begin_drain(self) -> None:
+        """Shutdown has begun: new requests get 503, and those in flight have `gateway_drain_s` to
+        finish; then each gets a 503 (an error event, for a stream) saying the gateway stopped."""
+        if self.draining:
+            return
+        self.draining = True
+        drain_s = self.settings.gateway_drain_s
+        log.info("gateway draining", in_flight=self._in_flight, drain_s=drain_s)
+        self._drain_timer = asyncio.get_running_loop().call_later(drain_s, self._stop_waiting)
+
+    def _stop_waiting(self) -> None:
+        cut_off = self.cut_off()
+        if not cut_off.done():
+            log.warning(
+                "drain time over; requests still in flight are answered 503", in_flight=self._in_flight
+            )
+            cut_off.set_result(None)
+
+    async def _first(self, future: "asyncio.Future[T]", timeout_s: float, request_id: str) -> T:
+        """`future`'s result; TimeoutError after `timeout_s`; a 503 once the drain is over."""
+        cut_off = self.cut_off()
+        await asyncio.wait((future, cut_off), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if future.done():
+            return future.result()
+        if cut_off.done():
+            raise shutting_down(request_id, self.settings.gateway_drain_s)
+        raise TimeoutError
 
     @contextlib.contextmanager
     def admitted(self) -> Any:
+        if self.draining:
+            raise shutting_down()
         if self._in_flight >= self.settings.gateway_max_in_flight:
             raise GatewayError(
                 429,
@@ -76,7 +139,7 @@ class Gateway:
     async def fuse(self, request: FusionRequest) -> FusedResult:
         future = await self.link.submit(request)
         try:
-            result = await asyncio.wait_for(future, request.policy.deadline_s + WAIT_MARGIN_S)
+            result = await self._first(future, request.policy.deadline_s + WAIT_MARGIN_S, request.request_id)
         except TimeoutError:
             raise GatewayError(
                 504,
@@ -98,7 +161,7 @@ class Gateway:
                 raise error
             return translate.completion(result, body.model, created)
         adapter, upstream = self._passthrough_target(body.model)
-        payload = {**body.model_dump(exclude_none=True, exclude={"fusion", "stream"}), "model": upstream}
+        payload = translate.passthrough_body(body, upstream)
         if lists_fusion_tool(body.tools):
             return await run_tool_loop(
                 payload,
@@ -156,12 +219,28 @@ class Gateway:
             raise FusionRefused(error.message) from error
         return await self.fuse(request)
 
-    async def stream_fusion(self, body: ChatCompletionRequest) -> AsyncIterator[str]:
-        """Publishes first (so errors are still HTTP errors), then yields the SSE events."""
+    async def stream_fusion(self, body: ChatCompletionRequest) -> tuple[AsyncIterator[str], str]:
+        """Publishes first (so errors are still HTTP errors); returns the SSE events and the request id,
+        which the caller forgets once the events are over (or were never read)."""
         request = self.fusion_request(body, stream=True)
         replies: asyncio.Queue[Reply] = asyncio.Queue()
-        await self.link.submit(request, replies)
-        return self._fusion_events(request, body.model, replies)
+
+        def deliver(message: Reply) -> None:
+            if isinstance(message, AnswerChunk) and replies.qsize() >= MAX_QUEUED_CHUNKS:
+                return  # a gap in the stream: the result fills in for it
+            replies.put_nowait(message)
+
+        await self.link.submit(request, deliver)
+        return self._fusion_events(request, body.model, replies), request.request_id
+
+    async def _next(self, replies: "asyncio.Queue[Reply]", timeout_s: float, request_id: str) -> Reply:
+        if not replies.empty():
+            return replies.get_nowait()
+        getting = asyncio.ensure_future(replies.get())
+        try:
+            return await self._first(getting, timeout_s, request_id)
+        finally:
+            getting.cancel()  # when it did not finish: what it would have taken stays in the queue
 
     async def _fusion_events(
         self, request: FusionRequest, model: str, replies: "asyncio.Queue[Reply]"
@@ -169,53 +248,42 @@ class Gateway:
         created = int(time.time())
         request_id = request.request_id
         deadline = time.monotonic() + request.policy.deadline_s + WAIT_MARGIN_S
-        streamed: list[str] = []
-        next_seq = 0
-        try:
-            yield sse(translate.chunk(request_id, model, created, {"role": "assistant", "content": ""}))
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    yield sse(
-                        GatewayError(
-                            504, "no fused result within the deadline", "api_error", "deadline_exceeded"
-                        ).body()
-                    )
-                    break
-                try:
-                    message = await asyncio.wait_for(replies.get(), min(KEEPALIVE_S, left))
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if isinstance(message, AnswerChunk):
-                    if message.seq < next_seq:
-                        continue  # a redelivered chunk
-                    next_seq = message.seq + 1
-                    streamed.append(message.delta)
-                    yield sse(translate.chunk(request_id, model, created, {"content": message.delta}))
-                    continue
-                self.metrics.results.labels(status=message.status).inc()
-                for event in self._closing_events(message, model, created, "".join(streamed)):
-                    yield event
+        answer = AnswerStream()
+        yield sse(translate.chunk(request_id, model, created, {"role": "assistant", "content": ""}))
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                yield sse(
+                    GatewayError(
+                        504, "no fused result within the deadline", "api_error", "deadline_exceeded"
+                    ).body()
+                )
                 break
-            yield "data: [DONE]\n\n"
-        finally:
-            self.link.forget(request_id)
+            try:
+                message = await self._next(replies, min(KEEPALIVE_S, left), request_id)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            except GatewayError as error:  # the drain is over
+                yield sse(error.body())
+                break
+            if isinstance(message, AnswerChunk):
+                if text := answer.chunk(message):
+                    yield sse(translate.chunk(request_id, model, created, {"content": text}))
+                continue
+            self.metrics.results.labels(status=message.status).inc()
+            for event in self._closing_events(message, model, created, answer):
+                yield event
+            break
+        yield "data: [DONE]\n\n"
 
     @staticmethod
-    def _closing_events(result: FusedResult, model: str, created: int, streamed: str) -> list[str]:
+    def _closing_events(result: FusedResult, model: str, created: int, answer: AnswerStream) -> list[str]:
         if error := translate.result_error(result):
             return [sse(error.body())]
         events = []
-        answer = result.answer or ""
-        if answer != streamed:
-            # The result is authoritative: the rest of the answer, or, when the judge failed after it
-            # had started writing, the best panel answer after a notice.
-            rest = (
-                answer.removeprefix(streamed)
-                if answer.startswith(streamed)
-                else (f"\n\n[The judge failed; the best panel answer follows.]\n\n{answer}")
-            )
+        # The result is authoritative: the rest of its answer, or all of it after a notice.
+        if rest := answer.result(result):
             events.append(sse(translate.chunk(result.request_id, model, created, {"content": rest})))
         final = translate.chunk(result.request_id, model, created, {}, finish="stop")
         final["usage"] = translate.usage(result)
@@ -225,7 +293,7 @@ class Gateway:
 
     async def stream_passthrough(self, body: ChatCompletionRequest) -> AsyncIterator[bytes]:
         adapter, upstream = self._passthrough_target(body.model)
-        payload = {**body.model_dump(exclude_none=True, exclude={"fusion"}), "model": upstream}
+        payload = translate.passthrough_body(body, upstream)
         stream = adapter.passthrough_stream(payload)
         try:
             first = await anext(stream)
@@ -285,6 +353,8 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
         try:
             yield
         finally:
+            # The server has drained (`Gateway.begin_drain`); the reply topic goes only if no result
+            # can still come to it.
             connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await connecting
@@ -299,6 +369,7 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
     )
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
     app.state.gateway = gateway
+    app.state.begin_drain = gateway.begin_drain  # called by the server when shutdown begins
     authorized = [Depends(_bearer(settings))]
 
     @app.exception_handler(GatewayError)
@@ -342,6 +413,9 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
+        if gateway.draining:
+            body = {"status": "draining", "in_flight": gateway.in_flight, "reply_topic": link.reply_topic}
+            return JSONResponse(body, status_code=503)
         if link.ready.is_set():
             return JSONResponse({"status": "ok", "kafka": "connected", "reply_topic": link.reply_topic})
         return JSONResponse({"status": "starting", "kafka": "unreachable"}, status_code=503)
@@ -353,29 +427,55 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
     return app
 
 
+class HeldStream(StreamingResponse):
+    """A stream that runs `release` once it is over, however it ends: finished, the client gone, the
+    task cancelled, or the body never read at all (a client gone before it began, when no code of the
+    body's generator ever runs)."""
+
+    def __init__(self, events: AsyncIterator[Any], release: list[Callable[[], None]]) -> None:
+        super().__init__(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self._events = events
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                aclose = getattr(self._events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                release_all(self._release)
+
+
+def _exit(context: contextlib.AbstractContextManager[Any]) -> None:
+    context.__exit__(None, None, None)
+
+
+def release_all(release: list[Callable[[], None]]) -> None:
+    while release:
+        release.pop()()
+
+
 async def _streamed(gateway: Gateway, body: ChatCompletionRequest) -> Response:
-    """Streams, holding an in-flight slot until the stream ends."""
+    """Streams, holding an in-flight slot (and, for a fusion, its reply route) until the stream ends."""
     admission = gateway.admitted()
     admission.__enter__()
+    release: list[Callable[[], None]] = [lambda: _exit(admission)]
+    events: AsyncIterator[Any]
     try:
         if translate.is_fusion_model(body.model):
-            events: AsyncIterator[Any] = await gateway.stream_fusion(body)
+            events, request_id = await gateway.stream_fusion(body)
+            release.append(lambda: gateway.link.forget(request_id))
         elif lists_fusion_tool(body.tools):
             events = completion_as_sse(await gateway.complete(body))
         else:
             events = await gateway.stream_passthrough(body)
     except BaseException:
-        admission.__exit__(None, None, None)
+        release_all(release)
         raise
-
-    async def held() -> AsyncIterator[Any]:
-        try:
-            async for event in events:
-                yield event
-        finally:
-            admission.__exit__(None, None, None)
-
-    return StreamingResponse(held(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return HeldStream(events, release)
 
 
 async def _idempotent(gateway: Gateway, body: ChatCompletionRequest, raw: bytes, key: str) -> Response:
@@ -383,14 +483,19 @@ async def _idempotent(gateway: Gateway, body: ChatCompletionRequest, raw: bytes,
     if owner:
         try:
             with gateway.admitted():
-                response = (200, await gateway.complete(body))
+                response = (200, _rendered(await gateway.complete(body)))
         except GatewayError as error:
-            response = (error.status, error.body())
+            response = (error.status, _rendered(error.body()))
         except BaseException as error:
             gateway.idempotency.abandon(key, entry, error)
             raise
         gateway.idempotency.settle(key, entry, response)
-    status, payload = await asyncio.shield(entry.response)
+    status, content = await asyncio.shield(entry.response)
     if body.stream and status == 200:
-        return StreamingResponse(completion_as_sse(payload), media_type="text/event-stream")
-    return JSONResponse(payload, status_code=status, headers={"Idempotent-Replayed": str(not owner).lower()})
+        return StreamingResponse(completion_as_sse(json.loads(content)), media_type="text/event-stream")
+    headers = {"Idempotent-Replayed": str(not owner).lower()}
+    return Response(content, status_code=status, headers=headers, media_type="application/json")
+
+
+def _rendered(payload: dict[str, Any]) -> bytes:
+    return bytes(JSONResponse(payload).body)

@@ -1,6 +1,6 @@
 """OpenAI chat completions <-> Fusion contracts. Pure functions."""
 
-from typing import Any
+from typing import Any, Final
 
 from fusion_contracts import ChatMessage, FusedResult, FusionRequest, ModelSpec, Policy, ReplyTo
 from pydantic import ValidationError
@@ -12,6 +12,63 @@ from fusion.kafka.codec import describe
 
 FUSION_MODEL = "fusion"
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+PASSTHROUGH_FIELDS: Final = frozenset(
+    {
+        "messages",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "stop",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
+    }
+)
+"""The request fields of OpenAI's chat completions that a passed-through call forwards. `model` is
+the catalog's id for the model and `stream` the adapter's; nothing else goes: no field of another
+API (a provider's routing, fallback models, a base URL or a key in the body) and none that acts on
+the operator's account rather than on the answer (`store`, `metadata`, `service_tier`)."""
+
+PASSTHROUGH_MESSAGE_FIELDS: Final = frozenset(
+    {"role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio"}
+)
+"""The fields of a chat message that are forwarded; its content parts and tools go as given."""
+
+
+def passthrough_body(body: ChatCompletionRequest, upstream_id: str) -> dict[str, Any]:
+    """The body a passed-through call sends its provider: the allowed fields only, for the catalog's
+    model (docs/gateway-api.md, "Pass-through")."""
+    data = body.model_dump(exclude_none=True)
+    payload = {key: value for key, value in data.items() if key in PASSTHROUGH_FIELDS}
+    payload["messages"] = [
+        {key: value for key, value in message.items() if key in PASSTHROUGH_MESSAGE_FIELDS}
+        for message in data["messages"]
+    ]
+    payload["model"] = upstream_id
+    return payload
 
 
 def is_fusion_model(model: str) -> bool:

@@ -50,8 +50,11 @@ PREPARE_RETRY_S = 1.0
 
 
 class ResultSink(Protocol):
-    async def publish(self, plan: PanelPlan | PanelRejection, result: FusedResult) -> bool:
-        """Publishes the result; False when the request's partition moved to another judge."""
+    async def publish(
+        self, plan: PanelPlan | PanelRejection, result: FusedResult, released_as: str | None = None
+    ) -> bool:
+        """Publishes the result, and marks `released_as` (the request id) released; False when the
+        request's partition moved to another judge."""
         ...
 
 
@@ -61,7 +64,9 @@ class OutboxSink:
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
 
-    async def publish(self, plan: PanelPlan | PanelRejection, result: FusedResult) -> bool:
+    async def publish(
+        self, plan: PanelPlan | PanelRejection, result: FusedResult, released_as: str | None = None
+    ) -> bool:
         reply_to = plan.reply_to
         await self._outbox.send(
             reply_to.topic if reply_to else topics.RESULTS,
@@ -104,6 +109,7 @@ class JudgeService:
         self._gatherings = Gatherings()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._fusing: dict[str, asyncio.Task[None]] = {}
+        self._released_at: dict[str, datetime] = {}
         self._revoked: set[int] = set()
         self._overdue: dict[str, int | None] = {}
         self._read_up_to: dict[int, int] = {}
@@ -134,12 +140,19 @@ class JudgeService:
             self._on_rejection(message, partition, offset)
             return
         seen = self._gatherings.add(message, utc_now())
+        if seen == "duplicate" and isinstance(message, PanelPlan) and message.request_digest:
+            self._on_duplicate(message, partition, offset)
+            return
+        if isinstance(seen, str) and seen in {"foreign", "duplicate"}:
+            self.ledger.record(partition, offset, None)
+            log.warning("answer of another request with the same id ignored", request_id=message.request_id)
+            return
         if seen == "done":
             self.ledger.record(partition, offset, None)
             log.debug("late message for a released request", request_id=message.request_id)
             return
         self.ledger.record(partition, offset, message.request_id)
-        if seen != "fusing":  # read again after a rebalance while its fusion runs on
+        if isinstance(seen, Gathering):  # not "fusing": read again after a rebalance, it runs on
             self._check(seen)
 
     def _on_rejection(self, rejection: PanelRejection, partition: int, offset: int) -> None:
@@ -156,8 +169,38 @@ class JudgeService:
         self._fusing[request_id] = task
         task.add_done_callback(lambda _: self._fused(request_id, task))
 
+    def _on_duplicate(self, plan: PanelPlan, partition: int, offset: int) -> None:
+        """Another request with the id of one planned before: it is rejected, once, under a name of
+        its own (`duplicate_key`), and the first request goes on unaffected."""
+        assert plan.request_digest is not None
+        name = self._gatherings.add_duplicate(plan.request_id, plan.request_digest)
+        if name is None:
+            self.ledger.record(partition, offset, None)
+            return
+        self.ledger.record(partition, offset, name)
+        log.warning("duplicate request id", request_id=plan.request_id, digest=plan.request_digest)
+        task = asyncio.create_task(self._reject_duplicate(plan, name))
+        self._fusing[name] = task
+        task.add_done_callback(lambda _: self._fused(name, task))
+
+    async def _reject_duplicate(self, plan: PanelPlan, name: str) -> None:
+        error = (
+            f"duplicate request id {plan.request_id!r}: another request with this id came first; "
+            "each request needs an id of its own"
+        )
+        result = rejected_result(plan.request_id, plan.submitted_at, error, utc_now())
+        result = result.model_copy(update={"request_digest": plan.request_digest})
+        published = await self._sink.publish(plan, result, released_as=name)
+        if published:
+            self._gatherings.published(name, _forget_after(plan.deadline_at))
+            self._metrics.requests.labels(status="rejected").inc()
+        else:
+            self._gatherings.abandon(name)
+        self.ledger.close(name)
+
     async def _reject(self, rejection: PanelRejection) -> None:
         result = rejected_result(rejection.request_id, rejection.submitted_at, rejection.error, utc_now())
+        result = result.model_copy(update={"request_digest": rejection.request_digest})
         if not await self._sink.publish(rejection, result):
             self._gatherings.abandon(rejection.request_id)
             self.ledger.close(rejection.request_id)
@@ -268,10 +311,22 @@ class JudgeService:
             return
         task = asyncio.create_task(self._fuse(gathering, reason))
         self._fusing[request_id] = task
+        self._released_at[request_id] = utc_now()
         task.add_done_callback(lambda _: self._fused(request_id, task))
+
+    def fusing_since(self, partition: int) -> datetime | None:
+        """When the oldest fusion of `partition` still under way here was released: one kept across
+        a rebalance may have been released again, and published, by another judge since."""
+        instants = [
+            at
+            for request_id, at in self._released_at.items()
+            if self.ledger.partition_of(request_id) == partition
+        ]
+        return min(instants, default=None)
 
     def _fused(self, request_id: str, task: "asyncio.Task[None]") -> None:
         if self._fusing.get(request_id) is task:
+            self._released_at.pop(request_id, None)
             del self._fusing[request_id]
         self._freed.set()
 
@@ -410,7 +465,7 @@ def register(
         progress=progress,
     )
     service.results = sink
-    markers = ReleasedMarkers(settings, service.adopt)
+    markers = ReleasedMarkers(settings, service.adopt, service.fusing_since)
     owned = _Owned(service, markers)
 
     # Offsets are committed by hand after each result's transaction, only past the requests already

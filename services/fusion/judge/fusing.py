@@ -243,6 +243,7 @@ class Judge:
         return FusedResult.model_validate(
             {
                 "request_id": plan.request_id,
+                "request_digest": plan.request_digest,
                 "release": release,
                 "members": members,
                 "usage": usage_summary(members, judge if isinstance(judge, JudgeOutcome) else None),

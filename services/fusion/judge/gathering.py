@@ -7,6 +7,11 @@ from typing import Literal
 from fusion_contracts import PanelAnswer, PanelPlan, ReleaseReason
 
 
+def _differ(first: str | None, second: str | None) -> bool:
+    """Two digests of distinct requests; a missing one (an older producer) matches any."""
+    return first is not None and second is not None and first != second
+
+
 @dataclass
 class Gathering:
     """One request's plan and the answers received so far (the first answer per member wins)."""
@@ -24,6 +29,10 @@ class Gathering:
             if self.plan is not None:
                 return False
             self.plan = message
+            # answers that came first may belong to another request with the same id
+            self.answers = {
+                i: a for i, a in self.answers.items() if not _differ(a.request_digest, message.request_digest)
+            }
         else:
             if message.member_index in self.answers:
                 return False
@@ -66,9 +75,17 @@ class Gathering:
 LATE_ANSWERS_S = 120.0
 """How long past its deadline a released request is remembered, so its late answers are ignored."""
 
-Seen = Literal["done", "fusing"]
-"""What `Gatherings.add` says of a message whose request is no longer gathering: its result is out
-(or another judge's), or it is being fused here."""
+Seen = Literal["done", "fusing", "duplicate", "foreign"]
+"""What `Gatherings.add` says of a message it did not add: its request's result is out (or another
+judge's), or it is being fused here; a plan of another request that shares the id of one already
+planned (`duplicate`: it gets a `rejected` result of its own); an answer of such another request
+(`foreign`: ignored)."""
+
+
+def duplicate_key(request_id: str, digest: str) -> str:
+    """The name under which a duplicate (another request with a used id) is remembered and marked
+    released once rejected: its id and its digest."""
+    return f"{request_id}#{digest}"
 
 
 class Gatherings:
@@ -80,6 +97,9 @@ class Gatherings:
         self._planned = 0
         self._fusing: set[str] = set()
         self._done: dict[str, datetime] = {}
+        self._digests: dict[str, str | None] = {}
+        """The digest of each request being fused or done here (not of those marked released by
+        another judge, whose digest is unknown)."""
 
     def __len__(self) -> int:
         return len(self._open)
@@ -96,12 +116,21 @@ class Gatherings:
 
     def add(self, message: PanelPlan | PanelAnswer, now: datetime) -> Gathering | Seen:
         """The request's gathering after adding, or what became of the request."""
-        request_id = message.request_id
-        if request_id in self._done:
-            return "done"
-        if request_id in self._fusing:
-            return "fusing"
+        request_id, digest = message.request_id, message.request_digest
+        if isinstance(message, PanelPlan) and digest is not None:
+            duplicate = duplicate_key(request_id, digest)
+            if duplicate in self._done or duplicate in self._fusing:
+                return "done"  # a duplicate rejected already, delivered again
+        if request_id in self._done or request_id in self._fusing:
+            if isinstance(message, PanelPlan) and _differ(self._digests.get(request_id), digest):
+                return "duplicate"
+            if isinstance(message, PanelAnswer) and _differ(self._digests.get(request_id), digest):
+                return "foreign"
+            return "done" if request_id in self._done else "fusing"
         gathering = self._open.get(request_id)
+        plan = gathering.plan if gathering is not None else None
+        if plan is not None and _differ(plan.request_digest, digest):
+            return "duplicate" if isinstance(message, PanelPlan) else "foreign"
         if gathering is None:
             gathering = self._open[request_id] = Gathering(request_id, first_seen=now)
         had_plan = gathering.plan is not None
@@ -117,6 +146,7 @@ class Gatherings:
         gathering = self._pop(request_id)
         if gathering is not None:
             self._fusing.add(request_id)
+            self._digests[request_id] = gathering.plan.request_digest if gathering.plan else None
         return gathering
 
     def add_rejection(self, request_id: str) -> str | None:
@@ -128,6 +158,15 @@ class Gatherings:
         self._fusing.add(request_id)
         return request_id
 
+    def add_duplicate(self, request_id: str, digest: str) -> str | None:
+        """A duplicate to reject: the name it is fused (rejected) and published under, None when it is
+        being rejected already."""
+        name = duplicate_key(request_id, digest)
+        if name in self._done or name in self._fusing:
+            return None
+        self._fusing.add(name)
+        return name
+
     def published(self, request_id: str, forget_after: datetime) -> None:
         self._fusing.discard(request_id)
         self._done[request_id] = forget_after
@@ -137,6 +176,7 @@ class Gatherings:
         again should its messages come back."""
         self._pop(request_id)
         self._fusing.discard(request_id)
+        self._digests.pop(request_id, None)
 
     def drop(self, request_id: str) -> None:
         """Forgets an open request without releasing it (its partition moved to another judge)."""
@@ -160,6 +200,7 @@ class Gatherings:
         expired = [request_id for request_id, until in self._done.items() if until <= now]
         for request_id in expired:
             del self._done[request_id]
+            self._digests.pop(request_id, None)
         return len(expired)
 
     def drop_stale(self, older_than: datetime) -> list[str]:

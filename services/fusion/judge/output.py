@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 import structlog
@@ -44,6 +45,8 @@ class _Pending:
     plan: PanelPlan | PanelRejection
     result: FusedResult
     headers: list[tuple[str, bytes]]
+    released_as: str
+    """The name its marker is written under: its request id, or a duplicate's (`duplicate_key`)."""
     reroute: str | None = None
     """Why its `reply_to` refused it, once it did: it goes to fusion.results."""
     done: "asyncio.Future[bool]" = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -81,9 +84,9 @@ class PartitionOutput:
         self._traced = tracing_enabled()
         self._destinations = Destinations(settings.reply_topics, self._producer.partitions_for)
 
-    async def open(self) -> None:
+    async def open(self, unless_open: bool = False) -> None:
         """(Again) the owner: fences every earlier holder of the partition's id."""
-        await self._producer.open()
+        await self._producer.open(unless_open)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"judge-results-{self.partition}")
 
@@ -123,11 +126,15 @@ class PartitionOutput:
         self._pending = []
         await self._producer.close()
 
-    async def publish(self, plan: PanelPlan | PanelRejection, result: FusedResult) -> bool:
+    async def publish(
+        self, plan: PanelPlan | PanelRejection, result: FusedResult, released_as: str | None = None
+    ) -> bool:
         headers: dict[str, str] = {}
         if self._traced:  # the context the result's span will be a child of (`publish_span`)
             propagate.inject(headers)
-        pending = _Pending(plan, result, [(k, v.encode()) for k, v in headers.items()])
+        pending = _Pending(
+            plan, result, [(k, v.encode()) for k, v in headers.items()], released_as or plan.request_id
+        )
         self._pending.append(pending)
         self._wake.set()
         try:
@@ -157,7 +164,7 @@ class PartitionOutput:
                 for item in batch:
                     if not item.done.done():
                         item.done.set_result(True)
-                self._committed(self.partition, {item.plan.request_id for item in batch})
+                self._committed(self.partition, {item.released_as for item in batch})
             elif outcome == "fenced":
                 # Another judge holds the partition's id now; until the group gives the partition
                 # back (`open`), nothing of it may be published from here.
@@ -197,7 +204,7 @@ class PartitionOutput:
         key = topics.request_key(item.plan.request_id)
         with publish_span(place.topic, self._traced, parent=item.headers) as headers:
             result = Outgoing(place.topic, encode(item.result), key, place.partition, tuple(headers))
-        marker = Outgoing(topics.RELEASED, b"", key, self.partition)
+        marker = Outgoing(topics.RELEASED, b"", item.released_as.encode(), self.partition)
         if place.refused is None:
             return [result, marker]
         # The request named a destination that cannot take it: its result went to fusion.results,
@@ -247,20 +254,22 @@ class TransactionalResults:
             if partition not in self._outputs:
                 self._outputs[partition] = self._output(partition)
         unopened = [o for p in partitions if (o := self._outputs[p]).unopened]
-        await asyncio.gather(*(output.open() for output in unopened))
+        await asyncio.gather(*(output.open(unless_open=True) for output in unopened))
 
     def resume(self, partitions: set[int]) -> None:
         for partition in partitions:
             if output := self._outputs.get(partition):
                 output.resume()
 
-    async def publish(self, plan: PanelPlan | PanelRejection, result: FusedResult) -> bool:
+    async def publish(
+        self, plan: PanelPlan | PanelRejection, result: FusedResult, released_as: str | None = None
+    ) -> bool:
         """Waits until the result is committed; False when its partition moved to another judge."""
-        partition = self._ledger.partition_of(plan.request_id)
+        partition = self._ledger.partition_of(released_as or plan.request_id)
         output = self._outputs.get(partition) if partition is not None else None
         if output is None or output.fenced:
             return False
-        return await output.publish(plan, result)
+        return await output.publish(plan, result, released_as)
 
     def _output(self, partition: int) -> PartitionOutput:
         return PartitionOutput(self._settings, partition, self._published, self._progress)
@@ -288,9 +297,15 @@ class ReleasedMarkers:
     """Loads a partition's released markers before the judge reads its first message from it: those
     of requests released since the oldest message it will read again, whatever the history's size."""
 
-    def __init__(self, settings: Settings, adopt: "Callable[[dict[int, set[str]]], None]") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        adopt: "Callable[[dict[int, set[str]]], None]",
+        fusing_since: "Callable[[int], datetime | None]" = lambda _partition: None,
+    ) -> None:
         self._settings = settings
         self._adopt = adopt
+        self._fusing_since = fusing_since
         self._loaded: set[int] = set()
         self._lock = asyncio.Lock()
 
@@ -308,8 +323,9 @@ class ReleasedMarkers:
             committed = {
                 p: await consumer.committed(TopicPartition(topics.ANSWERS, p)) for p in sorted(missing)
             }
+            kept = {p: at for p in missing if (at := self._fusing_since(p)) is not None}
             released = await released_requests(
-                self._settings, committed, self._settings.judge_markers_margin_s
+                self._settings, committed, self._settings.judge_markers_margin_s, kept
             )
             self._adopt(released)
             self._loaded |= missing
@@ -324,7 +340,10 @@ class ReleasedMarkers:
 
 
 async def released_requests(
-    settings: Settings, committed: dict[int, int | None], margin_s: float
+    settings: Settings,
+    committed: dict[int, int | None],
+    margin_s: float,
+    fusing_since: dict[int, datetime] | None = None,
 ) -> dict[int, set[str]]:
     """Per answers partition, the ids of requests already released among those whose messages lie
     past its committed offset (`None`: nothing committed, so every marker counts). Markers are read
@@ -340,14 +359,17 @@ async def released_requests(
     )
     await consumer.start()
     try:
-        starts = await _marker_starts(consumer, committed, int(margin_s * 1000))
+        starts = await _marker_starts(consumer, committed, int(margin_s * 1000), fusing_since or {})
         return await _read_markers(consumer, starts)
     finally:
         await consumer.stop()
 
 
 async def _marker_starts(
-    consumer: AIOKafkaConsumer, committed: dict[int, int | None], margin_ms: int
+    consumer: AIOKafkaConsumer,
+    committed: dict[int, int | None],
+    margin_ms: int,
+    fusing_since: dict[int, datetime],
 ) -> dict[int, int]:
     """Where to read each partition's markers from: markers older than the first answer to be read
     again cannot name a request that will be read again."""
@@ -360,6 +382,11 @@ async def _marker_starts(
             oldest_ms[tp.partition] = 0
         elif offset < answer_ends[tp]:
             oldest_ms[tp.partition] = await _timestamp_at(consumer, tp, offset)
+        if (since := fusing_since.get(tp.partition)) is not None:
+            # a fusion kept across the rebalance: another judge may have released it since, even
+            # with nothing left to read again on the partition
+            since_ms = int(since.timestamp() * 1000)
+            oldest_ms[tp.partition] = min(oldest_ms.get(tp.partition, since_ms), since_ms)
     markers = {p: TopicPartition(topics.RELEASED, p) for p in oldest_ms}
     if not markers:
         return {}
@@ -401,7 +428,7 @@ async def _read_markers(consumer: AIOKafkaConsumer, starts: dict[int, int]) -> d
 
 def _marker_id(key: bytes | None) -> str | None:
     """A marker's request id; None for a key that no judge wrote (it names no request)."""
-    if not key or len(key) > limits.MAX_ID_CHARS:
+    if not key or len(key) > limits.MAX_ID_CHARS + 33:  # an id, or a duplicate's `id#digest`
         return None
     try:
         return key.decode()

@@ -1,6 +1,7 @@
 """Publishing the judge's final answer while it is written, as ordered `AnswerChunk`s."""
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 
 from fusion_contracts import AnswerChunk
@@ -8,13 +9,16 @@ from fusion_contracts import AnswerChunk
 
 class ChunkPublisher:
     """Sends deltas in order, one message at a time; deltas that arrive while one is being sent are
-    joined into the next message, so a fast model does not produce a message per token."""
+    joined into the next message, so a fast model does not produce a message per token. Every
+    publisher is one attempt at the answer, with a `stream_id` of its own: a judge that takes the
+    request over streams it again from `seq` 0 under another id, and readers never join the two."""
 
     def __init__(self, request_id: str, send: Callable[[AnswerChunk], Awaitable[None]]) -> None:
         self._request_id = request_id
         self._send = send
         self._pending: list[str] = []
         self._seq = 0
+        self.stream_id = uuid.uuid4().hex
         self._flushing: asyncio.Task[None] | None = None
 
     async def push(self, delta: str) -> None:
@@ -26,7 +30,9 @@ class ChunkPublisher:
         while self._pending:
             text = "".join(self._pending)
             self._pending.clear()
-            await self._send(AnswerChunk(request_id=self._request_id, seq=self._seq, delta=text))
+            await self._send(
+                AnswerChunk(request_id=self._request_id, seq=self._seq, delta=text, stream_id=self.stream_id)
+            )
             self._seq += 1
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from fusion_contracts import limits, topics
 
 from fusion.settings import Settings
@@ -69,3 +70,29 @@ async def _create(settings: Settings, plans: list[TopicPlan], replication: int) 
             message = rest[0] if rest and rest[0] else f"error code {code}"
             raise TopicError(f"cannot create topic {name}: {message}")
     return {plan.name: outcome[plan.name] for plan in plans}
+
+
+class ConfigError(RuntimeError):
+    """The broker did not describe its configuration."""
+
+
+async def default_replication(settings: Settings) -> int:
+    """The replication factor the cluster gives a topic that names none (its brokers'
+    `default.replication.factor`), at most the number of brokers up now: a topic cannot have more
+    replicas than that when it is created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        brokers = [broker["node_id"] for broker in (await admin.describe_cluster())["brokers"]]
+        resource = ConfigResource(ConfigResourceType.BROKER, str(brokers[0]), {_DEFAULT_REPLICATION: None})
+        (response,) = await admin.describe_configs([resource])
+    finally:
+        await admin.close()
+    (described,) = response.to_object()["resources"]
+    if described["error_code"] != 0:
+        raise ConfigError(f"cannot describe broker {brokers[0]}: {described['error_message']}")
+    (entry,) = (e for e in described["config_entries"] if e["config_names"] == _DEFAULT_REPLICATION)
+    return min(int(entry["config_value"]), len(brokers))
+
+
+_DEFAULT_REPLICATION = "default.replication.factor"

@@ -42,7 +42,8 @@ def build_broker(settings: Settings, service: str, metrics: FusionMetrics | None
     if metrics is not None:
         middlewares.append(KafkaPrometheusMiddleware(registry=metrics.registry, app_name=service))
     return KafkaBroker(
-        settings.kafka_bootstrap,
+        # FastStream takes one string for one host: `a:9092,b:9092` must be a list.
+        [server.strip() for server in settings.kafka_bootstrap.split(",") if server.strip()],
         middlewares=middlewares,
         client_id=f"{service}-{settings.instance_id}",
         allow_auto_create_topics=False,

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer
 from fusion_contracts import (
     AnswerChunk,
     FusedResult,
+    GatewayPresence,
     PanelAnswer,
     PanelPlan,
     ReplyMessage,
@@ -113,12 +114,16 @@ class Correlator(Generic[T]):
         await self._tap.stop()
 
     def _on_record(self, record: Any) -> None:
+        message = self._read(record)
+        if message is not None:
+            self._deliver(self._request_id(message), message)
+
+    def _read(self, record: Any) -> T | None:
         try:
-            message = decode(self._adapter, record.value)
+            return decode(self._adapter, record.value)
         except DecodeError as error:
             log.debug("undecodable message on tapped topic", topic=record.topic, error=str(error))
-            return
-        self._deliver(self._request_id(message), message)
+            return None
 
     def _deliver(self, request_id: str, message: T) -> None:
         if listener := self._listeners.get(request_id):
@@ -134,15 +139,50 @@ class Correlator(Generic[T]):
 
 Reply = FusedResult | AnswerChunk
 
+SEEN_REQUESTS = 100_000
+"""How many request ids a `ReplyRouter` counts results of, by default (the oldest are forgotten)."""
+
+
+class BoundedCounter(Counter[str]):
+    """A `Counter` of at most `limit` keys: adding one more forgets the key added first."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: str, value: int) -> None:
+        if key not in self:
+            if self.limit <= 0:
+                return
+            while len(self) >= self.limit:
+                del self[next(iter(self))]
+        super().__setitem__(key, value)
+
 
 class ReplyRouter(Correlator[Reply]):
     """Replies by request id: a future per request completes with its `FusedResult`, and listeners
-    also see the `AnswerChunk`s ahead of it. `seen` counts results per request id."""
+    also see the `AnswerChunk`s ahead of it. `seen` counts results per request id, for the last
+    `remember` request ids that had one (0: none are counted). Futures and listeners stay until
+    their request is forgotten: their number is the caller's in-flight requests. A gateway's
+    `GatewayPresence` on the topic is skipped."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, remember: int = SEEN_REQUESTS) -> None:
         super().__init__(bootstrap, topic, _REPLIES, lambda message: message.request_id)
         self._futures: dict[str, asyncio.Future[FusedResult]] = {}
-        self.seen: Counter[str] = Counter()
+        self.seen: Counter[str] = BoundedCounter(remember)
+
+    def _read(self, record: Any) -> Reply | None:
+        try:
+            message = decode(_REPLY_TOPIC, record.value)
+        except DecodeError as error:
+            log.debug("undecodable message on tapped topic", topic=record.topic, error=str(error))
+            return None
+        return None if isinstance(message, GatewayPresence) else message
+
+    def answered(self, request_id: str) -> bool:
+        """Whether the result for `request_id`, expected and not yet forgotten, has come."""
+        future = self._futures.get(request_id)
+        return future is not None and future.done() and not future.cancelled()
 
     async def __aexit__(self, *exc: object) -> None:
         await super().__aexit__(*exc)
@@ -175,7 +215,8 @@ class ReplyRouter(Correlator[Reply]):
             self.forget(request_id)
 
 
-_REPLIES: TypeAdapter[Reply] = TypeAdapter(ReplyMessage)
+_REPLIES: TypeAdapter[Reply] = TypeAdapter(Annotated[FusedResult | AnswerChunk, Discriminator("kind")])
+_REPLY_TOPIC: TypeAdapter[FusedResult | AnswerChunk | GatewayPresence] = TypeAdapter(ReplyMessage)
 _PROGRESS: TypeAdapter[PanelPlan | PanelAnswer] = TypeAdapter(
     Annotated[PanelPlan | PanelAnswer, Discriminator("kind")]
 )

@@ -71,12 +71,24 @@ class PartitionProducer:
         self._bootstrap = bootstrap
         self.transactional_id = transactional_id
         self._producer: AIOKafkaProducer | None = None
+        self._opening = asyncio.Lock()
         self.fenced = False
 
-    async def open(self) -> None:
+    async def open(self, unless_open: bool = False) -> None:
         """(Again) the owner: a new producer under the partition's id, which fences every earlier one
-        and aborts what they left open."""
-        await self.close()
+        and aborts what they left open. `unless_open`: only if it has none (and is not fenced) by the
+        time it is its turn, for the rebalance listener and the handler may both open it at once."""
+        async with self._opening:
+            if unless_open and not self.unopened:
+                return
+            await self._close()
+            await self._start()
+
+    async def close(self) -> None:
+        async with self._opening:
+            await self._close()
+
+    async def _start(self) -> None:
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             transactional_id=self.transactional_id,
@@ -85,11 +97,16 @@ class PartitionProducer:
             max_request_size=limits.MAX_MESSAGE_BYTES,
             retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
         )
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()  # or it is left unclosed, with tasks of its own
+            raise
         self._producer = producer
         self.fenced = False
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
             with contextlib.suppress(KafkaError):
@@ -116,9 +133,11 @@ class PartitionProducer:
         producer = self._producer
         if producer is None or self.fenced:
             return Outcome("fenced" if self.fenced else "retry")
+        sent: list[asyncio.Future[Any]] = []
         try:
             async with producer.transaction():
-                sent = [await self._send(producer, message) for message in messages]
+                for message in messages:
+                    sent.append(await self._send(producer, message))
                 acknowledged = await asyncio.gather(*sent, return_exceptions=True)
                 refused = {
                     index: repr(error)
@@ -130,6 +149,7 @@ class PartitionProducer:
                 if failed := next((e for e in acknowledged if isinstance(e, BaseException)), None):
                     raise failed
         except ProducerFenced:
+            _retrieve(sent)
             log.warning("transaction refused: another owner holds the id", id=self.transactional_id)
             self.fenced = True
             return Outcome("fenced")
@@ -140,9 +160,11 @@ class PartitionProducer:
             log.warning("transaction aborted: a message is refused", error=repr(error))
             return Outcome("refused", {index: repr(error) for index in range(len(messages))})
         except KafkaError as error:  # the broker away, say: nothing was committed
+            _retrieve(sent)
             log.warning("transaction failed; retrying", error=repr(error), messages=len(messages))
             return Outcome("retry")
         except Exception:  # whatever it is, the output must go on (retried; /health sees it last)
+            _retrieve(sent)
             log.exception("transaction failed unexpectedly; retrying", messages=len(messages))
             return Outcome("retry")
         return Outcome("committed")
@@ -157,3 +179,15 @@ class PartitionProducer:
             headers=list(message.headers),
         )
         return acknowledged
+
+
+def _retrieve(sent: list["asyncio.Future[Any]"]) -> None:
+    """The acknowledgements of a transaction that failed part-way are of no use: their errors are
+    read, now or once they come, so that none is reported as never retrieved."""
+    for future in sent:
+        future.add_done_callback(_read_error)
+
+
+def _read_error(future: "asyncio.Future[Any]") -> None:
+    if not future.cancelled():
+        future.exception()

@@ -22,13 +22,15 @@ def retry_after(response: httpx.Response) -> float | None:
 
 
 def error_detail(response: httpx.Response) -> str:
+    """The provider's reason, whole: cut it only once the keys are out of it (a key the cut went
+    through would not be recognised any more, and its first characters would stay)."""
     try:
         body = response.json()
         error = body.get("error", body) if isinstance(body, dict) else body
         message = error.get("message", error) if isinstance(error, dict) else error
-        return str(message)[:_ERROR_BODY_CHARS]
+        return str(message)
     except ValueError:
-        return response.text[:_ERROR_BODY_CHARS]
+        return response.text
 
 
 def tokens(value: object) -> int:
@@ -134,9 +136,9 @@ class HttpAdapter:
         if response.status_code < 400:
             return
         await response.aread()
-        detail = error_detail(response)
+        detail = self._redact(error_detail(response))[:_ERROR_BODY_CHARS]
         raise ModelHTTPError(
-            self._redact(f"{self._provider} answered HTTP {response.status_code}: {detail}"),
+            f"{self._provider} answered HTTP {response.status_code}: {detail}",
             status_code=response.status_code,
             retry_after_s=retry_after(response),
         )

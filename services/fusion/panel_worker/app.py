@@ -86,6 +86,7 @@ class PanelWorker:
 def _crashed(task: PanelTask, worker: str, error: Exception) -> PanelAnswer:
     return PanelAnswer(
         request_id=task.request_id,
+        request_digest=task.request_digest,
         member_index=task.member_index,
         model=task.member.model,
         status="error",

@@ -17,6 +17,7 @@ async def answer_task(task: PanelTask, models: CompletesChat, worker: str) -> Pa
     def outcome(**fields: Any) -> PanelAnswer:
         return PanelAnswer(
             request_id=task.request_id,
+            request_digest=task.request_digest,
             member_index=task.member_index,
             model=task.member.model,
             latency_ms=(time.perf_counter() - started) * 1000,
