@@ -3,8 +3,8 @@ a MockTransport for the providers.
 
 `create_app` builds its own `FusionLink` and `ModelRouter`; the routes reach them through the `Gateway`
 it stores in `app.state.gateway`, so the tests swap that gateway's `link` and `models`. ASGITransport
-does not run the lifespan, so nothing connects to Kafka. (`/health` reads the original link and is not
-covered here.)
+does not run the lifespan, so nothing connects to Kafka. (`/health` reads the original link: its test
+sets that link up itself.)
 """
 
 import asyncio
@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -1075,3 +1076,22 @@ async def test_metrics_count_requests_results_and_errors(catalog: Catalog) -> No
     assert 'fusion_gateway_results_total{status="complete"} 2.0' in metrics
     assert 'fusion_gateway_errors_total{status="404"} 1.0' in metrics
     assert "fusion_gateway_in_flight 0.0" in metrics
+
+
+async def test_health_fails_while_the_reply_topic_is_not_read_and_only_then(catalog: Catalog) -> None:
+    """Connected, but with no reader of its reply topic no result can reach a client: /health says
+    so, and an orchestrator restarts the gateway."""
+    app = create_app(Settings(instance_id="component"), catalog)
+    link: FusionLink = app.state.gateway.link  # the one /health reads
+    link.ready.set()  # connected, as after start-up; its reply tap was never started
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        stuck = await client.get("/health")
+        link.replies = cast(Any, SimpleNamespace(alive=True))  # a reader that runs
+        healthy = await client.get("/health")
+    await app.state.gateway.models.aclose()
+
+    assert stuck.status_code == 503
+    assert stuck.json()["status"] == "stuck"
+    assert healthy.status_code == 200
+    assert healthy.json()["status"] == "ok"

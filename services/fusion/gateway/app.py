@@ -416,6 +416,13 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
         if gateway.draining:
             body = {"status": "draining", "in_flight": gateway.in_flight, "reply_topic": link.reply_topic}
             return JSONResponse(body, status_code=503)
+        if link.ready.is_set() and not link.replies.alive:  # no result could reach anyone: restart
+            body = {
+                "status": "stuck",
+                "reason": "the reply topic is not read",
+                "reply_topic": link.reply_topic,
+            }
+            return JSONResponse(body, status_code=503)
         if link.ready.is_set():
             return JSONResponse({"status": "ok", "kafka": "connected", "reply_topic": link.reply_topic})
         return JSONResponse({"status": "starting", "kafka": "unreachable"}, status_code=503)

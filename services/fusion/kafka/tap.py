@@ -13,6 +13,7 @@ from typing import Annotated, Any, Generic, Self, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from fusion_contracts import (
     AnswerChunk,
     FusedResult,
@@ -31,6 +32,8 @@ T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
+RETRY_S = 1.0
+"""How soon a tap fetches again after a fetch failed."""
 FETCH_MAX_WAIT_MS = 500
 
 
@@ -79,12 +82,27 @@ class TopicTap:
             raise
         self._task = asyncio.create_task(self._run(consumer), name=f"tap:{self._topic}")
 
+    @property
+    def alive(self) -> bool:
+        """Whether it is still reading (started, and its loop has not ended)."""
+        return self._task is not None and not self._task.done()
+
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        """Reads for as long as it runs: a failed fetch is tried again, and a record its callback
+        cannot take is logged and skipped, so one record never stops the replies behind it."""
         while True:
-            batches = await consumer.getmany(timeout_ms=200)
+            try:
+                batches = await consumer.getmany(timeout_ms=200)
+            except KafkaError as error:
+                log.warning("tapped topic not read; retrying", topic=self._topic, error=repr(error))
+                await asyncio.sleep(RETRY_S)
+                continue
             for records in batches.values():
                 for record in records:
-                    self._on_record(record)
+                    try:
+                        self._on_record(record)
+                    except Exception:
+                        log.exception("tapped record not handled", topic=self._topic, offset=record.offset)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -112,6 +130,11 @@ class Correlator(Generic[T]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self._tap.stop()
+
+    @property
+    def alive(self) -> bool:
+        """Whether its topic is still being read."""
+        return self._tap.alive
 
     def _on_record(self, record: Any) -> None:
         message = self._read(record)
