@@ -38,8 +38,8 @@ MAX_RECORDS = 100
 IDLE_WAIT_MS = 5
 """How long one wait for records lasts. FastStream sleeps as long again after a wait that found
 nothing, so a record reaching an idle consumer waits at most this much longer; a busy consumer never
-sleeps. At 50 ms those sleeps cost a third of the throughput (bench/PERFORMANCE.md); at 5 ms an idle
-consumer wakes 100 times a second, a fraction of a percent of a core."""
+sleeps. Short, because longer sleeps left the cores idle under load (bench/PERFORMANCE.md, "The Kafka
+layer on public APIs")."""
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Handle = Callable[[Record], Awaitable[None]]
