@@ -782,7 +782,10 @@ class _Run:
             finished = time.monotonic()
             await asyncio.sleep(DUPLICATE_WAIT_S)
             refresh(force=True)
-        lost = await self._trace_lost()
+        try:
+            lost = await self._trace_lost()
+        except (KafkaError, RuntimeError) as error:  # the trace is a diagnosis: the counts stand without it
+            lost = [{"trace_failed": repr(error)}]
         return self._report(finished - started, disruptor, lost)
 
     # -- sending
@@ -1076,8 +1079,18 @@ async def _read_topic(bootstrap: str, topic: str, isolation: str) -> list[Any]:
     )
     await consumer.start()
     try:
-        await consumer.topics()  # the metadata, with the topic's partitions
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        # The metadata, with the topic's partitions: a broker that was just restarted can answer
+        # without them for a moment, so ask again until they are there.
+        known: set[int] = set()
+        for _ in range(60):
+            await consumer.topics()
+            known = consumer.partitions_for_topic(topic) or set()
+            if known:
+                break
+            await asyncio.sleep(0.5)
+        if not known:
+            raise RuntimeError(f"no metadata for {topic!r} after 30 s")
+        partitions = [TopicPartition(topic, p) for p in sorted(known)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
         "uncommitted answer (the clocks of the brokers that stamped them may differ).",
     )
 
+    judge_transaction_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A result transaction unfinished after this long is given up on: a new producer "
+        "under the partition's id settles it and the markers say what went out.",
+    )
+
     stuck_after_s: float = Field(
         default=STUCK_AFTER_S,
         gt=0,

@@ -12,6 +12,7 @@ one transaction.
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ from typing import Literal
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from fusion_contracts import FusedResult, PanelPlan, PanelRejection, limits, topics
 from opentelemetry import propagate
 
@@ -38,6 +40,8 @@ log = structlog.get_logger(__name__)
 GROUP = "fusion-judges"
 MAX_BATCH = 200
 RETRY_S = 1.0
+SETTLE_READ_TIMEOUT_S = 15.0
+"""The longest one read of a partition's markers may take while a transaction is settled."""
 
 
 @dataclass
@@ -76,10 +80,16 @@ class PartitionOutput:
         self._settings = settings
         self._committed = committed
         self._pending: list[_Pending] = []
+        self._unsettled: list[_Pending] = []
+        """A batch whose transaction ended `unknown`: nothing more goes out until the markers say
+        which of it did (`_settle`)."""
+        self._unsettled_since = 0.0
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._producer = producer or PartitionProducer(settings.kafka_bootstrap, transactional_id(partition))
+        self._producer = producer or PartitionProducer(
+            settings.kafka_bootstrap, transactional_id(partition), settings.judge_transaction_timeout_s
+        )
         self._task: asyncio.Task[None] | None = None
         self._traced = tracing_enabled()
         self._destinations = Destinations(settings.reply_topics, self._producer.partitions_for)
@@ -122,8 +132,8 @@ class PartitionOutput:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self._refuse(self._pending)
-        self._pending = []
+        self._refuse(self._unsettled + self._pending)
+        self._unsettled, self._pending = [], []
         await self._producer.close()
 
     async def publish(
@@ -154,30 +164,70 @@ class PartitionOutput:
         while True:
             await self._wake.wait()
             await self._ready.wait()
+            if self._unsettled:
+                async with self._lock:
+                    settled = await self._settle()
+                if not settled:
+                    await asyncio.sleep(RETRY_S)
+                continue
             if not self._pending:
                 self._wake.clear()
                 continue
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            began = time.time()
             async with self._lock:
                 outcome = await self._commit(batch)
             if outcome == "committed":
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_result(True)
-                self._committed(self.partition, {item.released_as for item in batch})
+                self._done(batch)
             elif outcome == "fenced":
-                # Another judge holds the partition's id now; until the group gives the partition
-                # back (`open`), nothing of it may be published from here.
-                log.warning("results refused: another judge holds the partition", partition=self.partition)
-                self._ready.clear()
-                self._refuse(batch)
-                self._refuse(self._pending)
-                self._pending = []
+                self._give_up(batch)
+            elif outcome == "unknown":
+                self._unsettled, self._unsettled_since = batch, began
             else:
                 self._pending = batch + self._pending
                 await asyncio.sleep(RETRY_S)
 
-    async def _commit(self, batch: list[_Pending]) -> Literal["committed", "fenced", "retry"]:
+    def _done(self, batch: list[_Pending]) -> None:
+        for item in batch:
+            if not item.done.done():
+                item.done.set_result(True)
+        self._committed(self.partition, {item.released_as for item in batch})
+
+    def _give_up(self, batch: list[_Pending]) -> None:
+        """Another judge holds the partition's id now; until the group gives the partition back
+        (`open`), nothing of it may be published from here."""
+        log.warning("results refused: another judge holds the partition", partition=self.partition)
+        self._ready.clear()
+        self._refuse(batch + self._unsettled + self._pending)
+        self._unsettled, self._pending = [], []
+
+    async def _settle(self) -> bool:
+        """After a transaction whose outcome is unknown: a producer that holds the id for sure
+        settles it, then the partition's markers say which of its results went out; the others go
+        out again. False: not yet (the broker away, say), try again."""
+        try:
+            outcome = await self._producer.settle()
+            if outcome.kind == "fenced":
+                self._give_up([])
+                return True
+            if outcome.kind != "committed":
+                return False
+            since = self._unsettled_since - self._settings.judge_markers_margin_s
+            async with asyncio.timeout(SETTLE_READ_TIMEOUT_S):
+                released = await released_since(self._settings, self.partition, since)
+        except (KafkaError, TimeoutError) as error:
+            log.warning("transaction not settled yet", partition=self.partition, error=repr(error))
+            return False
+        out = [item for item in self._unsettled if item.released_as in released]
+        again = [item for item in self._unsettled if item.released_as not in released]
+        self._unsettled = []
+        if out:
+            self._done(out)
+        self._pending = again + self._pending
+        log.info("transaction settled", partition=self.partition, published=len(out), again=len(again))
+        return True
+
+    async def _commit(self, batch: list[_Pending]) -> Literal["committed", "fenced", "retry", "unknown"]:
         """One transaction for the batch. A result whose destination refuses it (too large for that
         topic, say) goes to fusion.results instead, and the transaction is tried again at once."""
         while True:
@@ -424,6 +474,27 @@ async def _read_markers(consumer: AIOKafkaConsumer, starts: dict[int, int]) -> d
             if await consumer.position(tp) >= ends[tp]:
                 remaining.discard(tp)
     return released
+
+
+async def released_since(settings: Settings, partition: int, since_s: float) -> set[str]:
+    """The ids of the markers on `partition` written since `since_s` (seconds since the epoch, by
+    the brokers' clocks), as committed."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topics.RELEASED, partition)
+        found = await consumer.offsets_for_times({tp: max(int(since_s * 1000), 0)})
+        stamp = found.get(tp)
+        if stamp is None:  # nothing written since
+            return set()
+        return (await _read_markers(consumer, {partition: stamp.offset}))[partition]
+    finally:
+        await consumer.stop()
 
 
 def _marker_id(key: bytes | None) -> str | None:

@@ -4,6 +4,12 @@ The transactional id belongs to the partition, not to the process: whoever is as
 opens a producer under its id, which aborts what an earlier holder left open and fences that holder
 (a process paused past its session timeout, say), whose next commit is refused. Only the next
 assignment of the partition may open it again.
+
+A transaction is bounded in time. aiokafka can wait for ever on a transaction coordinator that a
+broker's failure took away (it keeps the coordinator it found, and a producer that started while a
+broker was down may never reach that broker again): such a producer is given up on, a new one under
+the same id fences it, and `settle` waits until whatever it left is committed or aborted, so the
+markers then tell what went out.
 """
 
 import asyncio
@@ -38,14 +44,23 @@ REFUSING: tuple[type[KafkaError], ...] = (
 )
 """Errors of a destination that will never take the message, however often it is sent again."""
 
+COMMIT_TIMEOUT_S = 30.0
+"""The longest one transaction may take (a broker's failover takes seconds) before its producer is
+given up on and its outcome is `unknown`."""
+STOP_TIMEOUT_S = 10.0
+"""How long a producer given up on may take to stop; one that takes longer is left to itself (it is
+fenced already)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """`committed`; `fenced`: another holder of the id took over, and nothing more may be sent from
     here until `open`; `retry`: not committed, try again; `refused`: not committed, because the
-    destination of the messages at these indexes refuses them (the error, by index)."""
+    destination of the messages at these indexes refuses them (the error, by index); `unknown`: the
+    transaction did not end in time, its producer is given up on, and it may or may not have
+    committed (`settle`, then read the markers)."""
 
-    kind: Literal["committed", "fenced", "retry", "refused"]
+    kind: Literal["committed", "fenced", "retry", "refused", "unknown"]
     refused: dict[int, str] = field(default_factory=dict)
 
 
@@ -67,11 +82,15 @@ class Outgoing:
 class PartitionProducer:
     """The transactional producer of one consumed partition (`transactional_id`)."""
 
-    def __init__(self, bootstrap: str, transactional_id: str) -> None:
+    def __init__(
+        self, bootstrap: str, transactional_id: str, commit_timeout_s: float = COMMIT_TIMEOUT_S
+    ) -> None:
         self._bootstrap = bootstrap
         self.transactional_id = transactional_id
+        self._commit_timeout_s = commit_timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._opening = asyncio.Lock()
+        self._stopping: set[asyncio.Task[None]] = set()
         self.fenced = False
 
     async def open(self, unless_open: bool = False) -> None:
@@ -109,8 +128,15 @@ class PartitionProducer:
     async def _close(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            with contextlib.suppress(KafkaError):
-                await producer.stop()
+            await _stop(producer)
+
+    def _abandon(self) -> None:
+        """Gives the producer up without waiting for it: the next `open` fences it."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            task = asyncio.create_task(_stop(producer), name=f"stop-{self.transactional_id}")
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
 
     @property
     def is_open(self) -> bool:
@@ -129,10 +155,41 @@ class PartitionProducer:
         return partitions
 
     async def commit(self, messages: list[Outgoing]) -> Outcome:
-        """Sends `messages` in one transaction, each acknowledged before it commits."""
+        """Sends `messages` in one transaction, each acknowledged before it commits; `unknown` when
+        it does not end within the commit timeout (the producer is given up on)."""
         producer = self._producer
         if producer is None or self.fenced:
             return Outcome("fenced" if self.fenced else "retry")
+        attempt = asyncio.create_task(self._transact(producer, messages))
+        try:
+            done, _ = await asyncio.wait({attempt}, timeout=self._commit_timeout_s)
+        except asyncio.CancelledError:
+            attempt.cancel()
+            raise
+        if done:
+            return attempt.result()
+        attempt.cancel()
+        attempt.add_done_callback(_read_error)
+        log.warning(
+            "transaction unfinished; its producer is given up on",
+            id=self.transactional_id,
+            after_s=self._commit_timeout_s,
+            messages=len(messages),
+        )
+        if producer is self._producer:
+            self._abandon()
+        return Outcome("unknown")
+
+    async def settle(self) -> Outcome:
+        """Holds the id for sure: a producer opened if there is none, and its InitProducerId done (an
+        empty transaction waits for it), so whatever an earlier producer under the id left open is
+        committed or aborted by now and the markers can be read. `committed` when so."""
+        if self.fenced:
+            return Outcome("fenced")
+        await self.open(unless_open=True)
+        return await self.commit([])
+
+    async def _transact(self, producer: AIOKafkaProducer, messages: list[Outgoing]) -> Outcome:
         sent: list[asyncio.Future[Any]] = []
         try:
             async with producer.transaction():
@@ -150,6 +207,8 @@ class PartitionProducer:
                     raise failed
         except ProducerFenced:
             _retrieve(sent)
+            if producer is not self._producer:  # one given up on, fenced by its successor here
+                return Outcome("unknown")
             log.warning("transaction refused: another owner holds the id", id=self.transactional_id)
             self.fenced = True
             return Outcome("fenced")
@@ -179,6 +238,11 @@ class PartitionProducer:
             headers=list(message.headers),
         )
         return acknowledged
+
+
+async def _stop(producer: AIOKafkaProducer) -> None:
+    with contextlib.suppress(KafkaError, TimeoutError):
+        await asyncio.wait_for(producer.stop(), STOP_TIMEOUT_S)
 
 
 def _retrieve(sent: list["asyncio.Future[Any]"]) -> None:
