@@ -38,8 +38,7 @@ MAX_RECORDS = 100
 IDLE_WAIT_MS = 5
 """How long one wait for records lasts. FastStream sleeps as long again after a wait that found
 nothing, so a record reaching an idle consumer waits at most this much longer; a busy consumer never
-sleeps. Short, because longer sleeps left the cores idle under load (bench/PERFORMANCE.md, "The Kafka
-layer on public APIs")."""
+sleeps. Short, because longer sleeps leave the cores idle under load."""
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Handle = Callable[[Record], Awaitable[None]]
