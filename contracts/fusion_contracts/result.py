@@ -25,7 +25,9 @@ judge failed. failed: no member answered. rejected: the request was invalid and 
 ReleaseReason = Literal["all", "quorum", "deadline"]
 """Why the judge stopped waiting: every answer was in, quorum plus grace, or the panel deadline."""
 
-AnswerSource = Literal["judge", "best_member"]
+AnswerSource = Literal["judge", "best_member", "member"]
+"""judge: the judge wrote the answer. best_member: the judge failed, so the answer is the most central
+panel answer. member: a panel of one, whose answer is the result (no judge is called)."""
 
 
 class Analysis(Contract):

@@ -47,8 +47,9 @@ def _output_limit(spec: ModelSpec, model: Model) -> int:
 def estimate(
     messages: list[ChatMessage], members: list[ModelSpec], judge: ModelSpec, catalog: Catalog
 ) -> Decimal:
-    """An upper-leaning estimate: every member writes its output limit, and the judge reads the prompt
-    and every answer twice (analysis, then final) and writes an analysis and its own output limit."""
+    """An upper-leaning estimate: every member writes its output limit, and the judge (unless the panel
+    is of one) reads the prompt and every answer twice (analysis, then final) and writes an analysis
+    and its own output limit."""
     prompt = prompt_tokens(messages)
     cost = Decimal(0)
     answers = 0
@@ -57,6 +58,8 @@ def estimate(
         output = _output_limit(spec, model)
         answers += output
         cost += price(model, Usage(input_tokens=prompt, output_tokens=output))
+    if len(members) == 1:  # a panel of one calls no judge
+        return cost
     model = catalog.model(judge.model)
     judge_input = 2 * (prompt + answers + JUDGE_PROMPT_OVERHEAD_TOKENS)
     judge_output = ANALYSIS_OUTPUT_TOKENS + _output_limit(judge, model)

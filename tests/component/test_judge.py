@@ -158,15 +158,16 @@ async def test_panel_deadline_releases_a_silent_panel_as_failed() -> None:
 async def test_a_crashing_fusion_still_publishes_a_failed_result() -> None:
     broker, capture, metrics, _ = judge_broker(FakeModels(crash={"judge-model"}))
     async with TestKafkaBroker(broker) as test_broker:
-        await test_broker.publish(encode(a_plan("req-crash", members=1)), topic=topics.ANSWERS)
+        await test_broker.publish(encode(a_plan("req-crash", members=2)), topic=topics.ANSWERS)
         await test_broker.publish(encode(an_answer("req-crash", 0)), topic=topics.ANSWERS)
+        await test_broker.publish(encode(an_answer("req-crash", 1)), topic=topics.ANSWERS)
         await eventually(lambda: len(capture.records[topics.RESULTS]) == 1)
         await eventually(lambda: in_flight(metrics) == 0)
 
     [result] = capture.decoded(topics.RESULTS, RESULT_ADAPTER)
     assert result.status == "failed"
     assert result.error == "internal error in the judge: RuntimeError"
-    assert [member.status for member in result.members] == ["ok"]
+    assert [member.status for member in result.members] == ["ok", "ok"]
     assert result.release == "all"
 
 

@@ -83,20 +83,22 @@ async def test_a_fusion_under_way_survives_a_rebalance_that_gives_its_partition_
     broker = KafkaBroker()
     service = JudgeService(models, Outbox(broker), 4, 900.0, sink=sink)
     async with TestKafkaBroker(broker):
-        await service.on_message(a_plan("kept", members=1), partition=3, offset=10)
+        await service.on_message(a_plan("kept", members=2), partition=3, offset=10)
         await service.on_message(an_answer("kept", 0), partition=3, offset=11)
+        await service.on_message(an_answer("kept", 1), partition=3, offset=12)
         await asyncio.sleep(0.01)  # released: its judge call waits at the gate
 
         await service.revoked({3})
         await service.assigned({3})
         assert service.ledger.committable({3}) == {}  # nothing read since the assignment
-        await service.on_message(a_plan("kept", members=1), partition=3, offset=10)  # read again
+        await service.on_message(a_plan("kept", members=2), partition=3, offset=10)  # read again
         await service.on_message(an_answer("kept", 0), partition=3, offset=11)
+        await service.on_message(an_answer("kept", 1), partition=3, offset=12)
         assert service.ledger.committable({3}) == {3: 10}
         gate_open(models)
         await eventually(lambda: sink.published == ["kept"])
-        assert service.ledger.committable({3}) == {3: 12}
-        await service.on_message(a_plan("kept", members=1), partition=3, offset=10)  # once more
+        assert service.ledger.committable({3}) == {3: 13}
+        await service.on_message(a_plan("kept", members=2), partition=3, offset=10)  # once more
         await asyncio.sleep(0.05)
     assert sink.published == ["kept"]
 
@@ -107,8 +109,9 @@ async def test_a_fusion_whose_partition_went_to_another_judge_stops() -> None:
     broker = KafkaBroker()
     service = JudgeService(models, Outbox(broker), 4, 900.0, sink=sink)
     async with TestKafkaBroker(broker):
-        await service.on_message(a_plan("moved", members=1), partition=5, offset=0)
+        await service.on_message(a_plan("moved", members=2), partition=5, offset=0)
         await service.on_message(an_answer("moved", 0), partition=5, offset=1)
+        await service.on_message(an_answer("moved", 1), partition=5, offset=2)
         await asyncio.sleep(0.01)
 
         await service.revoked({5})
@@ -118,8 +121,9 @@ async def test_a_fusion_whose_partition_went_to_another_judge_stops() -> None:
         assert sink.published == []
         # Should it come back later, the request is gathered again, not taken for done.
         await service.assigned({5})
-        await service.on_message(a_plan("moved", members=1), partition=5, offset=0)
+        await service.on_message(a_plan("moved", members=2), partition=5, offset=0)
         await service.on_message(an_answer("moved", 0), partition=5, offset=1)
+        await service.on_message(an_answer("moved", 1), partition=5, offset=2)
         await eventually(lambda: sink.published == ["moved"])
 
 

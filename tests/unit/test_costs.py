@@ -69,6 +69,17 @@ def test_the_estimate_counts_every_member_and_both_judge_calls(catalog: Catalog)
     assert prompt == 108  # 300 characters at 3 per token, plus 8 per message
 
 
+def test_the_estimate_of_a_panel_of_one_is_its_members_call_alone(catalog: Catalog) -> None:
+    messages = [ChatMessage(role="user", content="x" * 300)]
+    member = ModelSpec(model="a", max_tokens=100)
+
+    estimated = estimate(messages, [member], ModelSpec(model="a", max_tokens=200), catalog)
+
+    assert estimated == price(
+        catalog.model("a"), Usage(input_tokens=prompt_tokens(messages), output_tokens=100)
+    )
+
+
 def request(catalog: Catalog, **policy: object) -> FusionRequest:
     return FusionRequest(
         messages=[ChatMessage(role="user", content="hello")],

@@ -239,6 +239,29 @@ async def test_zero_ok_answers_fail_with_every_reason_and_no_judge_call() -> Non
         assert f"member {index} ({name})" in result.error
 
 
+async def test_a_panel_of_one_is_its_members_answer_without_a_judge_call() -> None:
+    model = FakeJudgeModel()
+    one = {0: answer(0, text="Canberra.", usage=Usage(input_tokens=7, output_tokens=3))}
+    result = await Judge(model).fuse(plan(MEMBERS[:1]), one, "all", datetime.now(UTC))
+
+    assert model.calls == []
+    assert result.status == "complete"
+    assert result.answer == "Canberra."
+    assert result.answer_source == "member"
+    assert result.judge is None
+    assert result.usage.total == Usage(input_tokens=7, output_tokens=3)
+
+
+async def test_a_panel_of_one_that_fails_is_failed() -> None:
+    model = FakeJudgeModel()
+    one = {0: answer(0, "error", error="HTTP 500")}
+    result = await Judge(model).fuse(plan(MEMBERS[:1]), one, "all", datetime.now(UTC))
+
+    assert model.calls == []
+    assert result.status == "failed"
+    assert result.answer is None
+
+
 async def test_ok_answers_with_empty_text_count_as_no_answer() -> None:
     model = FakeJudgeModel()
     blank = PanelAnswer.model_validate({**answer(0).model_dump(), "text": None})

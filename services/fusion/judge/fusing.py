@@ -2,7 +2,8 @@
 
 Model calls go through an injected `CompletesChat`; everything else is plain code. Whatever fails,
 `fuse` returns a result: zero answers give `failed` with every member's reason, a failed judge gives
-the most central panel answer, flagged with `answer_source="best_member"`.
+the most central panel answer, flagged with `answer_source="best_member"`; a panel of one gives its
+member's answer (`answer_source="member"`) without calling the judge.
 """
 
 import asyncio
@@ -151,6 +152,14 @@ class Judge:
         if not usable:
             return self.result(
                 plan, release, released_at, members, status="failed", error=failure_reason(members)
+            )
+
+        if len(plan.members) == 1:
+            # A panel of one is that model alone (how `fusion eval` measures a single model): its
+            # answer is the result, and no judge is called.
+            (answer,) = usable.values()
+            return self.result(
+                plan, release, released_at, members, status="complete", answer=answer, answer_source="member"
             )
 
         run = await self._judge(plan, usable, on_delta)
