@@ -12,7 +12,7 @@ DEMO_QUESTION ?= Why is the sky blue? Answer in three sentences.
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: help install install-dev up down run test test-fast lint format schemas kafka-up kafka-down kafka-reset clean bench bench-gateway bench-floor bench-markers fuzz chaos
+.PHONY: help install install-dev up down run test test-fast lint format schemas kafka-up kafka-down kafka-reset clean bench bench-gateway bench-floor bench-markers fuzz chaos eval
 
 help:
 	@echo "make run     install, start Kafka + local models + services, fuse a demo question"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-floor     the floor: bare Kafka hops, then the design's flow on bare relays (5 min)"
 	@echo "make bench-markers   judge failovers after 1,000,000 released requests: start-up time, memory, no duplicates (about 18 minutes)"
 	@echo "make fuzz    10,000 malformed records on every consumed topic and bad markers, then hostile but valid requests: each dead-lettered, skipped or answered with its reason (about 2 minutes)"
+	@echo "make eval    the local models alone, the local preset and self-fusion on the shipped short and choice sets: scores, intervals, cost, latency (about an hour)"
 	@echo "make chaos   scale-out crash run, 3-broker cluster: 2,000 requests (half via the gateways) while every service is killed, judges paused, judges and workers scaled, a broker killed; lost/duplicated/mismatched printed (about 5 minutes)"
 
 install: $(INSTALLED)
@@ -100,6 +101,16 @@ chaos: install
 
 fuzz: install
 	$(BIN)/pytest tests/integration/test_fuzz.py tests/integration/test_fuzz_hostile.py -s -q --tb=short
+
+# The measurement of docs/evaluation.md: the first EVAL_SHORT short and EVAL_CHOICE choice items (the
+# local models take about 20 s per fused answer on 2 cores; 0 runs a whole set).
+EVAL_SHORT ?= 60
+EVAL_CHOICE ?= 40
+eval: up
+	$(FUSION) eval short --configs bench/eval-local.toml --limit $(EVAL_SHORT) --concurrency 1 \
+		--out bench/results/eval-short --store .cache/eval/short.sqlite
+	$(FUSION) eval choice --configs bench/eval-local.toml --limit $(EVAL_CHOICE) --concurrency 1 \
+		--out bench/results/eval-choice --store .cache/eval/choice.sqlite
 
 bench-gateway: install
 	$(BIN)/python -m bench.gateway_overhead

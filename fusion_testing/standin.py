@@ -11,6 +11,9 @@ end-to-end tests: it says nothing worth reading.
     fail-<status>  answers with that HTTP status and an OpenAI-style error body
     garbage        answers 200 with a body that is not JSON
     billed         answers after --latency-ms and reports `usage.cost` as OpenRouter does
+    right-<pct>    answers with the code word written «like this» in the prompt <pct>% of the time, and
+                   "I am not sure." otherwise (a hash of model id and prompt decides, so one prompt
+                   always gets the same answer): correctness set per model, for `fusion eval`
     echo-auth      answers 401 with the Authorization header it received in the error message
     anything else  answers after --latency-ms
 
@@ -27,6 +30,7 @@ Run it from the repository's root (the tests and benchmarks start it themselves)
 
 import argparse
 import asyncio
+import hashlib
 import json
 import random
 import re
@@ -52,6 +56,19 @@ _ANALYSIS = {
     "unique_insights": ["Answer 2 notes an exception."],
     "blind_spots": ["No answer cites a source."],
 }
+
+
+_CODE_WORD = re.compile(r"«([^»]{1,64})»")
+
+
+def _right_or_not(model: str, messages: list[dict[str, Any]]) -> str:
+    text = "\n".join(str(message.get("content", "")) for message in messages)
+    codes = _CODE_WORD.findall(text)
+    if not codes:
+        return "There is no code word in the question."
+    share = float(model.removeprefix("right-")) / 100
+    draw = int(hashlib.sha256(f"{model}|{text}".encode()).hexdigest()[:8], 16) / 2**32
+    return str(codes[0]) if draw < share else "I am not sure."
 
 
 class StandInModels:
@@ -160,6 +177,8 @@ class StandInModels:
             }
         if request.get("response_format"):
             return {"role": "assistant", "content": json.dumps(_ANALYSIS)}
+        if model.startswith("right-"):
+            return {"role": "assistant", "content": _right_or_not(model, messages)}
         # Tags are dropped (the judge's fences), so an echoed prompt reads as plain text.
         question = " ".join(re.sub(r"<[^>]*>", " ", str(messages[-1].get("content", ""))).split())[:200]
         return {"role": "assistant", "content": f"Stand-in answer from {model} to: {question}"}

@@ -1,4 +1,4 @@
-"""`fusion serve | ask | topics create | models | schemas`."""
+"""`fusion serve | ask | eval | topics create | models | schemas`."""
 
 import argparse
 import asyncio
@@ -131,6 +131,10 @@ def parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the catalog's models and presets")
     models.set_defaults(run=_models)
+
+    from fusion.cli.evaluate import add_parser as add_eval
+
+    add_eval(commands)
 
     schemas = commands.add_parser("schemas", help="write the contracts' JSON Schemas")
     schemas.add_argument("--check", action="store_true", help="exit 1 if the committed schemas are stale")
