@@ -370,7 +370,7 @@ async def test_a_judge_killed_mid_stream_leaves_one_whole_answer(services: Servi
         "model": "fusion",
         "messages": [{"role": "user", "content": "survive the judge"}],
         "stream": True,
-        "fusion": {"panel": ["fast"], "judge": "slow3", "deadline_s": 90},  # 3 s, then 3 s of words
+        "fusion": {"panel": ["fast", "fast"], "judge": "slow3", "deadline_s": 90},  # 3 s, then 3 s of words
     }
     lines: list[str] = []
     killed = False

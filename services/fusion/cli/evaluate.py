@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
@@ -31,6 +32,7 @@ from fusion.settings import Settings
 
 EXIT_USAGE = 2
 EXIT_OVER_BUDGET = 3
+EXIT_NO_KAFKA = 4
 
 
 def add_parser(commands: Any) -> None:
@@ -128,7 +130,11 @@ def run_eval(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> 
             return EXIT_OVER_BUDGET
         if args.estimate_only:
             return 0
-        scored = asyncio.run(evaluation.run(show_progress=not args.no_progress))
+        try:
+            scored = asyncio.run(evaluation.run(show_progress=not args.no_progress))
+        except KafkaError as error:
+            errors.print(f"fusion eval: Kafka at {settings.kafka_bootstrap} is not reachable: {error!r}")
+            return EXIT_NO_KAFKA
     finally:
         store.close()
     grader_info = (
