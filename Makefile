@@ -102,14 +102,14 @@ chaos: install
 fuzz: install
 	$(BIN)/pytest tests/integration/test_fuzz.py tests/integration/test_fuzz_hostile.py -s -q --tb=short
 
-# The measurement of docs/evaluation.md: the first EVAL_SHORT short and EVAL_CHOICE choice items (the
-# local models take about 20 s per fused answer on 2 cores; 0 runs a whole set).
+# The measurement of docs/evaluation.md: EVAL_SHORT short and EVAL_CHOICE choice items spread evenly
+# over each set (the local models take about 20 s per fused answer on 2 cores; 0 runs a whole set).
 EVAL_SHORT ?= 60
 EVAL_CHOICE ?= 40
 eval: up
-	$(FUSION) eval short --configs bench/eval-local.toml --limit $(EVAL_SHORT) --concurrency 1 \
+	$(FUSION) eval short --configs bench/eval-local.toml --sample $(EVAL_SHORT) --concurrency 1 \
 		--out bench/results/eval-short --store .cache/eval/short.sqlite
-	$(FUSION) eval choice --configs bench/eval-local.toml --limit $(EVAL_CHOICE) --concurrency 1 \
+	$(FUSION) eval choice --configs bench/eval-local.toml --sample $(EVAL_CHOICE) --concurrency 1 \
 		--out bench/results/eval-choice --store .cache/eval/choice.sqlite
 
 bench-gateway: install

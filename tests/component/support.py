@@ -24,8 +24,10 @@ from fusion_contracts import (
     PanelRejection,
     PanelTask,
     ReplyTo,
+    Timings,
     Usage,
 )
+from fusion_contracts.common import utc_now
 from pydantic import TypeAdapter
 
 T = TypeVar("T")
@@ -165,4 +167,14 @@ def an_answer(request_id: str, index: int, status: CallStatus = "ok", text: str 
         usage=Usage(input_tokens=1, output_tokens=2),
         latency_ms=5.0,
         finished_at=datetime.now(UTC),
+    )
+
+
+def a_result(request_id: str) -> FusedResult:
+    now = utc_now()
+    return FusedResult(
+        request_id=request_id,
+        status="complete",
+        answer="Rayleigh scattering.",
+        timings=Timings(submitted_at=now, completed_at=now, total_ms=1.0),
     )

@@ -12,11 +12,10 @@ from fusion.kafka.transactions import Outcome, Outgoing, PartitionProducer
 from fusion.liveness import Progress
 from fusion.runtime import health_check
 from fusion.settings import Settings
-from fusion_contracts import DeadLetter, FusedResult, ReplyTo, Timings, topics
-from fusion_contracts.common import utc_now
+from fusion_contracts import DeadLetter, ReplyTo, topics
 from pydantic import TypeAdapter
 
-from tests.component.support import a_plan, eventually
+from tests.component.support import a_plan, a_result, eventually
 
 
 class ScriptedProducer(PartitionProducer):
@@ -42,16 +41,6 @@ class ScriptedProducer(PartitionProducer):
     async def commit(self, messages: list[Outgoing]) -> Outcome:
         self.commits.append(messages)
         return self.script.pop(0) if self.script else Outcome("committed")
-
-
-def a_result(request_id: str) -> FusedResult:
-    now = utc_now()
-    return FusedResult(
-        request_id=request_id,
-        status="complete",
-        answer="Rayleigh scattering.",
-        timings=Timings(submitted_at=now, completed_at=now, total_ms=1.0),
-    )
 
 
 async def test_a_result_its_reply_topic_refuses_goes_to_fusion_results_with_a_dead_letter() -> None:

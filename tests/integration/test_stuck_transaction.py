@@ -18,25 +18,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fusion.judge.output import PartitionOutput
 from fusion.kafka.transactions import PartitionProducer
 from fusion.settings import Settings
-from fusion_contracts import FusedResult, Timings, topics
-from fusion_contracts.common import utc_now
+from fusion_contracts import topics
 
-from tests.component.support import a_plan
+from tests.component.support import a_plan, a_result
 
 pytestmark = [pytest.mark.kafka]
 
 TIMEOUT_S = 2.0
 PARTITION = 0
-
-
-def _result(request_id: str) -> FusedResult:
-    now = utc_now()
-    return FusedResult(
-        request_id=request_id,
-        status="complete",
-        answer="Rayleigh scattering.",
-        timings=Timings(submitted_at=now, completed_at=now, total_ms=1.0),
-    )
 
 
 async def _ends(settings: Settings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
@@ -108,7 +97,7 @@ async def test_a_transaction_that_never_ends_is_settled_and_gives_exactly_one_re
     await output.open()
     output.resume()
     try:
-        published = await asyncio.wait_for(output.publish(a_plan(request_id), _result(request_id)), 30)
+        published = await asyncio.wait_for(output.publish(a_plan(request_id), a_result(request_id)), 30)
     finally:
         await output.close()
 

@@ -1,10 +1,12 @@
 """`fusion eval`'s configurations (command line and TOML) and its report: pure logic."""
 
+import argparse
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from fusion.catalog import Catalog, load_catalog
+from fusion.cli.evaluate import dataset_of
 from fusion.evaluation.configs import ConfigError, check_models, load_configs, parse_config
 from fusion.evaluation.report import Scored, summarise
 
@@ -168,3 +170,14 @@ def test_a_failed_call_scores_zero_and_is_counted() -> None:
     assert row["errors"] == 1
     assert row["score"] == pytest.approx(2 / 3, abs=1e-4)
     assert row["latency_ms"]["p50"] == pytest.approx(1000.5)  # failed calls are not in the latencies
+
+
+def test_a_sample_spreads_over_the_whole_set_and_a_limit_takes_its_start() -> None:
+    sample = dataset_of(argparse.Namespace(dataset="short", format=None, limit=None, sample=10))
+    first = dataset_of(argparse.Namespace(dataset="short", format=None, limit=10, sample=None))
+    whole = dataset_of(argparse.Namespace(dataset="short", format=None, limit=0, sample=0))
+
+    assert len(sample.items) == len(first.items) == 10
+    assert sample.items[0] == whole.items[0]
+    assert len({item.domain for item in sample.items}) > len({item.domain for item in first.items})
+    assert len(whole.items) >= 150

@@ -48,6 +48,7 @@ def add_parser(commands: Any) -> None:
     run.add_argument("--configs", type=Path, help="a TOML file of [[config]] tables")
     run.add_argument("--format", choices=["short", "choice", "rubric", "pairwise"], help="when not detected")
     run.add_argument("--limit", type=int, help="only the first N items (0: all)")
+    run.add_argument("--sample", type=int, help="N items spread evenly over the set (every domain in it)")
     run.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default 4)")
     run.add_argument(
         "--max-cost", help="US dollars: refuse to start when the estimate of what is left is higher"
@@ -66,12 +67,15 @@ def add_parser(commands: Any) -> None:
     run.set_defaults(run=run_eval)
 
 
-def _dataset(args: argparse.Namespace) -> Dataset:
+def dataset_of(args: argparse.Namespace) -> Dataset:
     path = shipped().get(args.dataset) or Path(args.dataset)
     dataset = load_dataset(path, args.format)
+    items = dataset.items
     if args.limit:  # 0 or none: the whole set
-        dataset = Dataset(dataset.name, dataset.format, dataset.items[: args.limit], dataset.source)
-    return dataset
+        items = items[: args.limit]
+    if args.sample and args.sample < len(items):  # spread evenly, so every domain is in it
+        items = tuple(items[i * len(items) // args.sample] for i in range(args.sample))
+    return Dataset(dataset.name, dataset.format, items, dataset.source)
 
 
 def _configs(args: argparse.Namespace, catalog: Catalog) -> list[EvalConfig]:
@@ -90,7 +94,7 @@ def run_eval(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> 
     console = Console() if sys.stdout.isatty() else Console(width=160)
     errors = Console(stderr=True)
     try:
-        dataset = _dataset(args)
+        dataset = dataset_of(args)
         configs = _configs(args, catalog)
         grader = Grader(args.grader, args.grader_repeats, args.grader_max_tokens) if args.grader else None
         if grader is not None:

@@ -401,12 +401,7 @@ async def released_requests(
     timestamps come from different clocks (the brokers', with LogAppendTime)."""
     if not committed:
         return {}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
+    consumer = _markers_reader(settings)
     await consumer.start()
     try:
         starts = await _marker_starts(consumer, committed, int(margin_s * 1000), fusing_since or {})
@@ -476,15 +471,20 @@ async def _read_markers(consumer: AIOKafkaConsumer, starts: dict[int, int]) -> d
     return released
 
 
-async def released_since(settings: Settings, partition: int, since_s: float) -> set[str]:
-    """The ids of the markers on `partition` written since `since_s` (seconds since the epoch, by
-    the brokers' clocks), as committed."""
-    consumer = AIOKafkaConsumer(
+def _markers_reader(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer of no group that sees committed markers only."""
+    return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
     )
+
+
+async def released_since(settings: Settings, partition: int, since_s: float) -> set[str]:
+    """The ids of the markers on `partition` written since `since_s` (seconds since the epoch, by
+    the brokers' clocks), as committed."""
+    consumer = _markers_reader(settings)
     await consumer.start()
     try:
         tp = TopicPartition(topics.RELEASED, partition)
