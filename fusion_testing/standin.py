@@ -14,6 +14,9 @@ end-to-end tests: it says nothing worth reading.
     right-<pct>    answers with the code word written «like this» in the prompt <pct>% of the time, and
                    "I am not sure." otherwise (a hash of model id and prompt decides, so one prompt
                    always gets the same answer): correctness set per model, for `fusion eval`
+    grader         grades as `fusion eval` asks (rubric verdicts as JSON, or a pairwise verdict): a
+                   response meets a rubric's requirements, and wins a comparison, when it holds the
+                   prompt's code word; error criteria are never met
     echo-auth      answers 401 with the Authorization header it received in the error message
     anything else  answers after --latency-ms
 
@@ -69,6 +72,25 @@ def _right_or_not(model: str, messages: list[dict[str, Any]]) -> str:
     share = float(model.removeprefix("right-")) / 100
     draw = int(hashlib.sha256(f"{model}|{text}".encode()).hexdigest()[:8], 16) / 2**32
     return str(codes[0]) if draw < share else "I am not sure."
+
+
+_FENCED = re.compile(r'<([a-z]+-[0-9a-f]+)(?: n="(\d)")?>\n(.*?)\n</\1>', re.DOTALL)
+_CRITERION = re.compile(r"^- (\S+) \[(requirement|error)\]:", re.MULTILINE)
+
+
+def _grade(messages: list[dict[str, Any]]) -> str:
+    text = "\n".join(str(message.get("content", "")) for message in messages)
+    code = next(iter(_CODE_WORD.findall(text)), None)
+    fenced = {number or "1": body for _, number, body in _FENCED.findall(text)}
+    right = {number: code is not None and code in body for number, body in fenced.items()}
+    criteria = _CRITERION.findall(text)
+    if criteria:
+        verdicts = [
+            {"id": cid, "met": kind == "requirement" and right.get("1", False)} for cid, kind in criteria
+        ]
+        return json.dumps({"verdicts": verdicts})
+    first, second = right.get("1", False), right.get("2", False)
+    return f"Verdict: {'1' if first and not second else '2' if second and not first else 'tie'}"
 
 
 class StandInModels:
@@ -179,6 +201,8 @@ class StandInModels:
             return {"role": "assistant", "content": json.dumps(_ANALYSIS)}
         if model.startswith("right-"):
             return {"role": "assistant", "content": _right_or_not(model, messages)}
+        if model == "grader":
+            return {"role": "assistant", "content": _grade(messages)}
         # Tags are dropped (the judge's fences), so an echoed prompt reads as plain text.
         question = " ".join(re.sub(r"<[^>]*>", " ", str(messages[-1].get("content", ""))).split())[:200]
         return {"role": "assistant", "content": f"Stand-in answer from {model} to: {question}"}

@@ -26,22 +26,42 @@ CONFIGS = [
 ]
 
 
-def _dataset(path: Path) -> Path:
+def _dataset(path: Path, kind: str = "short", items: int = ITEMS) -> Path:
+    """Questions whose answer is a code word written in them; `rubric` items give one criterion for
+    the code word and one error, `pairwise` items the question alone."""
     with path.open("w", encoding="utf-8") as out:
-        for n in range(ITEMS):
+        for n in range(items):
             code = f"w{n:03d}q"
-            item = {
+            item: dict[str, Any] = {
                 "id": f"code-{n}",
                 "question": f"Item {n}: the code word is «{code}». Which is it?",
-                "answer": code,
                 "domain": "odd" if n % 2 else "even",
             }
+            if kind == "short":
+                item["answer"] = code
+            elif kind == "rubric":
+                item["sections"] = [
+                    {
+                        "name": "Accuracy",
+                        "criteria": [
+                            {"id": "code", "text": "Gives the code word", "weight": 10},
+                            {"id": "other", "text": "Gives another code word", "weight": -5},
+                        ],
+                    }
+                ]
             out.write(json.dumps(item) + "\n")
     return path
 
 
 def _fusion_eval(
-    settings: Settings, dataset: Path, out: Path, max_cost: str = "5", expect: int = 0
+    settings: Settings,
+    dataset: Path,
+    out: Path,
+    *,
+    max_cost: str = "5",
+    expect: int = 0,
+    configs: list[str] = CONFIGS,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     env = {
         **os.environ,
@@ -61,8 +81,9 @@ def _fusion_eval(
         "8",
         "--max-cost",
         max_cost,
+        *extra,
     ]
-    for config in CONFIGS:
+    for config in configs:
         args += ["-c", config]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, check=False)
     print(done.stdout[-3000:], done.stderr[-3000:])
@@ -119,3 +140,55 @@ def test_scores_match_the_set_shares_and_a_rerun_calls_no_model(
     assert _model_calls(standin) == calls
     assert again["requests_sent"] == 0
     assert again["configurations"] == report["configurations"]
+
+
+def test_a_rubric_set_is_graded_criterion_by_criterion_and_the_grades_are_kept(
+    settings: Settings, services: Services, standin: str, tmp_path: Path
+) -> None:
+    """The stand-in grader finds the code word's criterion met when the answer holds it: the DRACO
+    scores match the configurations' shares, by section too, and a rerun asks the grader nothing."""
+    dataset = _dataset(tmp_path / "rubric.jsonl", "rubric", items=40)
+    configs = ["low=right-30", "high=right-80"]
+
+    report = _fusion_eval(settings, dataset, tmp_path / "out", configs=configs, extra=("--grader", "grader"))
+
+    rows = {row["name"]: row for row in report["configurations"]}
+    assert report["format"] == "rubric"
+    assert report["grader"]["model"] == "grader"
+    for name, share in (("low", 0.3), ("high", 0.8)):
+        low, high = rows[name]["ci95"]
+        assert low <= share <= high, rows[name]
+        assert rows[name]["by_section"] == {"Accuracy": rows[name]["score"]}
+        assert rows[name]["errors"] == 0
+    # the answers, then a grading of each (two configurations giving one item the same answer may
+    # share a grading: the grader's replies are cached by what it is asked)
+    assert 2 * 40 < report["requests_sent"] <= 2 * 40 + 2 * 40
+
+    calls = _model_calls(standin)
+    again = _fusion_eval(settings, dataset, tmp_path / "out", configs=configs, extra=("--grader", "grader"))
+
+    assert again["requests_sent"] == 0
+    assert _model_calls(standin) == calls
+    assert again["configurations"] == report["configurations"]
+
+
+def test_a_pairwise_set_counts_wins_ties_and_losses_against_the_baseline(
+    settings: Settings, services: Services, tmp_path: Path
+) -> None:
+    dataset = _dataset(tmp_path / "pairwise.jsonl", "pairwise", items=40)
+    configs = ["high=right-80", "low=right-30"]
+
+    report = _fusion_eval(settings, dataset, tmp_path / "out", configs=configs, extra=("--grader", "grader"))
+
+    rows = {row["name"]: row for row in report["configurations"]}
+    assert report["format"] == "pairwise"
+    assert report["baseline"] == "high"  # the first configuration
+    assert rows["high"]["score"] == 0.5
+    outcomes = rows["low"]["pairwise"]
+    assert sum(outcomes.values()) == 40
+    assert outcomes["loss"] > outcomes.get("win", 0)
+    assert rows["low"]["ci95"][1] < 0.5  # clearly worse than the baseline
+    [comparison] = report["comparisons"]
+    assert comparison["config"] == "low"
+    assert comparison["delta"] < 0
+    assert report["requests_sent"] == 2 * 40 + 2 * 40  # the answers, then both orders of each pair

@@ -106,6 +106,7 @@ def test_normalise_leaves_words_that_only_contain_number_words() -> None:
         ("Let me think.\nAnswer: Berlin\nNo wait.\nFinal answer: Paris", "Paris"),
         ("**Final answer:** Paris", "Paris"),
         ("Answer:\n\n- Paris", "Paris"),
+        ("Berlin.\n\nI made a few tweaks to the draft answer: it said Bonn.", "Berlin."),
         ("# Paris", "Paris"),
         ("<think>Is it Lyon?</think>\nParis", "Paris"),
     ],

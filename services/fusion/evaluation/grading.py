@@ -118,7 +118,11 @@ def normalise(text: str) -> str:
 
 
 _THINKING = re.compile(r"<think>.*?(?:</think>|$)", re.IGNORECASE | re.DOTALL)
-_ANSWER_MARKER = re.compile(r"\b(?:final\s+)?answer(?:\s+is)?\s*[:：]", re.IGNORECASE)
+_ANSWER_MARKER = re.compile(
+    r"^[\s#>*_-]*(?:final\s+)?answer(?:\s+is)?\s*[:：]", re.IGNORECASE | re.MULTILINE
+)
+"""An "Answer:" or "Final answer:" at the start of a line (after markdown marks): one in the middle of
+a sentence ("a few tweaks to the draft answer: ...") is prose, not the answer."""
 _LINE_PREFIX = re.compile(r"^\s*(?:#+\s*|>\s*|[-+•]\s+)*")
 
 
@@ -133,8 +137,9 @@ def _first_line(text: str) -> str:
 
 
 def extract_short(response: str) -> str:
-    """The answer part of a response: what follows the last "Answer:" or "Final answer:" marker (on
-    its line, or the next non-empty one), else the first non-empty line; markdown marks stripped."""
+    """The answer part of a response: what follows the last "Answer:" or "Final answer:" that starts
+    a line (on its line, or the next non-empty one), else the first non-empty line; markdown marks
+    stripped."""
     text = _unmarked(_THINKING.sub("", response))
     markers = list(_ANSWER_MARKER.finditer(text))
     if markers:
