@@ -191,4 +191,6 @@ def test_a_pairwise_set_counts_wins_ties_and_losses_against_the_baseline(
     [comparison] = report["comparisons"]
     assert comparison["config"] == "low"
     assert comparison["delta"] < 0
-    assert report["requests_sent"] == 2 * 40 + 2 * 40  # the answers, then both orders of each pair
+    # the answers, then both orders of each pair (when both answers are the same, the two orders ask
+    # the grader the same thing, and the second is answered from the store)
+    assert 2 * 40 < report["requests_sent"] <= 2 * 40 + 2 * 40
