@@ -118,9 +118,7 @@ def normalise(text: str) -> str:
 
 
 _THINKING = re.compile(r"<think>.*?(?:</think>|$)", re.IGNORECASE | re.DOTALL)
-_ANSWER_MARKER = re.compile(
-    r"^[\s#>*_-]*(?:final\s+)?answer(?:\s+is)?\s*[:：]", re.IGNORECASE | re.MULTILINE
-)
+_ANSWER_MARKER = re.compile(r"^[\s#>*_-]*(?:final\s+)?answer(?:\s+is)?\s*[:：]", re.IGNORECASE | re.MULTILINE)
 """An "Answer:" or "Final answer:" at the start of a line (after markdown marks): one in the middle of
 a sentence ("a few tweaks to the draft answer: ...") is prose, not the answer."""
 _LINE_PREFIX = re.compile(r"^\s*(?:#+\s*|>\s*|[-+•]\s+)*")
