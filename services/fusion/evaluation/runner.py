@@ -39,6 +39,8 @@ log = structlog.get_logger(__name__)
 RESULT_MARGIN_S = 30.0
 """How long past a request's deadline the run waits for its result before it counts it as missing."""
 GRADER_DEADLINE_S = 300.0
+GRADED_ANSWER_CHARS = 4000
+"""What the cost estimate assumes a graded answer adds to the grader's prompt (it is not known yet)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class Evaluation:
         )
         for item in self.dataset.items:
             prompt = item.question + "\n" + "\n".join(c.text for s in item.sections for c in s.criteria)
-            total += calls_per_item * grader.estimate_usd(prompt + " " * 4000, self._catalog)
+            total += calls_per_item * grader.estimate_usd(prompt + " " * GRADED_ANSWER_CHARS, self._catalog)
         return total
 
     # -- the run
