@@ -1,22 +1,27 @@
 """Fusion's message contracts: the Pydantic models of every Kafka message, and the topic names."""
 
 from fusion_contracts import limits, topics
-from fusion_contracts.common import CallStatus, ChatMessage, ModelSpec, Usage
+from fusion_contracts.common import CallStatus, ChatMessage, FailureReason, ModelSpec, Strategy, Usage
 from fusion_contracts.dead_letter import DeadLetter
 from fusion_contracts.panel import AnswersMessage, PanelAnswer, PanelPlan, PanelRejection, PanelTask
 from fusion_contracts.request import FusionRequest, Policy, ReplyTo
 from fusion_contracts.result import (
     Analysis,
     AnswerChunk,
+    AnswerRef,
     AnswerSource,
+    Contradiction,
     CostSummary,
+    Coverage,
     FusedResult,
     GatewayPresence,
+    Insight,
     JudgeOutcome,
     MemberOutcome,
     ReleaseReason,
     ReplyMessage,
     ResultStatus,
+    Stance,
     Timings,
     UsageSummary,
 )
@@ -24,15 +29,20 @@ from fusion_contracts.result import (
 __all__ = [
     "Analysis",
     "AnswerChunk",
+    "AnswerRef",
     "AnswerSource",
     "AnswersMessage",
     "CallStatus",
     "ChatMessage",
+    "Contradiction",
     "CostSummary",
+    "Coverage",
     "DeadLetter",
+    "FailureReason",
     "FusedResult",
     "FusionRequest",
     "GatewayPresence",
+    "Insight",
     "JudgeOutcome",
     "MemberOutcome",
     "ModelSpec",
@@ -45,6 +55,8 @@ __all__ = [
     "ReplyMessage",
     "ReplyTo",
     "ResultStatus",
+    "Stance",
+    "Strategy",
     "Timings",
     "Usage",
     "UsageSummary",

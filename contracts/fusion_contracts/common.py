@@ -111,6 +111,40 @@ class Usage(Contract):
 CallStatus = Literal["ok", "error", "timeout"]
 """How one model call ended."""
 
+Strategy = Literal["synthesize", "synthesize-once", "select", "vote"]
+"""How the judge makes one answer of the panel's (docs/strategies.md):
+
+synthesize: an analysis of the answers, then a final answer written from it (two judge calls).
+synthesize-once: one judge call that returns the analysis and the final answer together.
+select: the judge picks the best answer, and may correct it, instead of writing a new one.
+vote: the most common answer after normalisation wins; the judge only breaks ties.
+Whatever the strategy, a panel whose answers all agree skips the judge (`answer_source="agreement"`)."""
+
+FailureReason = Literal[
+    "invalid_request",
+    "budget_exceeded",
+    "deadline",
+    "all_members_failed",
+    "rate_limited",
+    "some_members_failed",
+    "judge_invalid_json",
+    "judge_schema_mismatch",
+    "judge_upstream_error",
+    "judge_empty",
+    "judge_deadline",
+    "internal_error",
+]
+"""Why a result is not `complete`, as a code to branch on (the result's `error` says it in words).
+
+rejected: invalid_request (the request or its panel cannot be run), budget_exceeded (its estimate is
+over `max_cost_usd`), deadline (it waited past its panel deadline before dispatch).
+failed: all_members_failed, rate_limited (every member was refused with HTTP 429), deadline (no member
+answered in time), internal_error.
+partial: some_members_failed; judge_invalid_json (the judge's analysis or choice held no JSON),
+judge_schema_mismatch (JSON, but not the shape asked for), judge_upstream_error (the judge's call
+failed), judge_empty (the judge wrote nothing), judge_deadline (the judge ran out of time). A judge's
+reason wins over some_members_failed when both apply."""
+
 
 def request_digest(raw: bytes) -> str:
     """The `RequestDigest` of a request published as `raw`: two requests that share an id (a client's

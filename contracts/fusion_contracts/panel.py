@@ -9,12 +9,14 @@ from fusion_contracts.common import (
     CallStatus,
     ChatMessage,
     Contract,
+    FailureReason,
     Instant,
     ModelName,
     ModelSpec,
     RequestDigest,
     RequestId,
     SchemaVersion,
+    Strategy,
     Usage,
 )
 from fusion_contracts.limits import MAX_ANSWER_CHARS, MAX_PANEL_MEMBERS, SCHEMA_VERSION
@@ -52,6 +54,10 @@ class PanelPlan(Contract):
     dispatched_at: Instant
     reply_to: ReplyTo | None = None
     stream: bool = False
+    strategy: Strategy = "synthesize"
+    analysis_temperature: float = Field(
+        default=0.0, ge=0.0, le=2.0, description="For the judge's analysis, choice and tie-break calls."
+    )
 
 
 class PanelAnswer(Contract):
@@ -66,6 +72,7 @@ class PanelAnswer(Contract):
     status: CallStatus
     text: str | None = Field(default=None, max_length=MAX_ANSWER_CHARS)
     error: str | None = Field(default=None, max_length=2_000)
+    error_status: int | None = Field(default=None, description="The provider's HTTP status, if it sent one.")
     usage: Usage = Usage()
     cost_usd: Decimal = Field(default=Decimal(0), ge=0, description="As reported by the provider, or priced.")
     latency_ms: NonNegativeFloat
@@ -83,6 +90,7 @@ class PanelRejection(Contract):
     request_id: RequestId
     request_digest: RequestDigest | None = None
     error: str = Field(max_length=4_000)
+    failure_reason: FailureReason = "invalid_request"
     submitted_at: Instant
     rejected_at: Instant
     reply_to: ReplyTo | None = None

@@ -13,6 +13,7 @@ from fusion_contracts.common import (
     ModelSpec,
     RequestId,
     SchemaVersion,
+    Strategy,
     utc_now,
 )
 from fusion_contracts.limits import (
@@ -70,6 +71,10 @@ class FusionRequest(Contract):
     policy: Policy = Policy()
     reply_to: ReplyTo | None = None
     stream: bool = Field(default=False, description="Publish the final answer in AnswerChunks as written.")
+    strategy: Strategy | None = Field(default=None, description="How to fuse; the preset's by default.")
+    analysis_temperature: float | None = Field(
+        default=None, ge=0.0, le=2.0, description="The judge's temperature when it analyses or chooses; 0."
+    )
     submitted_at: Instant = Field(default_factory=utc_now)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
 

@@ -8,36 +8,81 @@ from pydantic import Discriminator, Field, NonNegativeFloat, NonNegativeInt
 from fusion_contracts.common import (
     CallStatus,
     Contract,
+    FailureReason,
     Instant,
     ModelName,
     RequestDigest,
     RequestId,
     SchemaVersion,
+    Strategy,
     Usage,
     utc_now,
 )
 from fusion_contracts.limits import MAX_ANSWER_CHARS, SCHEMA_VERSION
 
 ResultStatus = Literal["complete", "partial", "failed", "rejected"]
-"""complete: every member and the judge succeeded. partial: there is an answer, but some member or the
-judge failed. failed: no member answered. rejected: the request was invalid and never dispatched."""
+"""complete: every member and every judge call succeeded. partial (degraded): there is an answer, but
+some member failed or the judge's work could not be used in full (an unreadable analysis, a failed
+call); `failure_reason` and `error` say what. failed: no member answered. rejected: the request was
+invalid and never dispatched."""
 
 ReleaseReason = Literal["all", "quorum", "deadline"]
 """Why the judge stopped waiting: every answer was in, quorum plus grace, or the panel deadline."""
 
-AnswerSource = Literal["judge", "best_member", "member"]
-"""judge: the judge wrote the answer. best_member: the judge failed, so the answer is the most central
-panel answer. member: a panel of one, whose answer is the result (no judge is called)."""
+AnswerSource = Literal["judge", "best_member", "member", "selected", "vote", "agreement"]
+"""judge: the judge wrote the answer (or corrected the one it selected). best_member: the judge failed,
+so the answer is the most central panel answer. member: a panel of one, whose answer is the result (no
+judge is called). selected: the judge chose this member's answer, unchanged (strategy `select`). vote:
+the most common answer won (strategy `vote`). agreement: every answer agreed, so no judge was called.
+For every source but `judge`, `selected_member` says whose answer it is."""
+
+
+class AnswerRef(Contract):
+    """A panel answer that an analysis point refers to: the judge saw it as "Answer N", shuffled."""
+
+    member: NonNegativeInt = Field(description="The member's index in the panel.")
+    model: ModelName
+
+
+class Stance(Contract):
+    stance: str = Field(max_length=2_000)
+    answers: list[AnswerRef] = Field(default_factory=list, description="The answers that hold it.")
+
+
+class Contradiction(Contract):
+    topic: str = Field(max_length=2_000)
+    stances: list[Stance] = Field(default_factory=list)
+    verdict: str | None = Field(
+        default=None, max_length=2_000, description="Who is right, if the judge can tell."
+    )
+
+
+class Coverage(Contract):
+    point: str = Field(max_length=2_000)
+    answers: list[AnswerRef] = Field(default_factory=list, description="The answers that cover it.")
+
+
+class Insight(Contract):
+    insight: str = Field(max_length=2_000)
+    answer: AnswerRef
 
 
 class Analysis(Contract):
-    """The judge's reading of the panel, each point naming answers as "Answer N"."""
+    """The judge's reading of the panel.
+
+    The string lists are there for people: each point in words, with the answers it names written as
+    "member I (model)". The `*_details` lists say the same for programs: who holds which stance, who
+    covered a point, whose insight it is, as member indexes and models. Results from judges older than
+    the details carry the string lists only, naming answers as the judge saw them ("Answer N")."""
 
     consensus: list[str] = Field(default_factory=list, description="What the answers agree on.")
     contradictions: list[str] = Field(default_factory=list, description="Where answers disagree.")
     partial_coverage: list[str] = Field(default_factory=list, description="Covered by some, not all.")
     unique_insights: list[str] = Field(default_factory=list, description="Valuable points only one made.")
     blind_spots: list[str] = Field(default_factory=list, description="What every answer missed.")
+    contradiction_details: list[Contradiction] = Field(default_factory=list)
+    partial_coverage_details: list[Coverage] = Field(default_factory=list)
+    unique_insight_details: list[Insight] = Field(default_factory=list)
 
 
 class MemberOutcome(Contract):
@@ -46,6 +91,7 @@ class MemberOutcome(Contract):
     status: CallStatus
     text: str | None = Field(default=None, max_length=MAX_ANSWER_CHARS)
     error: str | None = None
+    error_status: int | None = Field(default=None, description="The provider's HTTP status, if it sent one.")
     usage: Usage = Usage()
     cost_usd: Decimal = Field(default=Decimal(0), ge=0)
     latency_ms: NonNegativeFloat | None = None
@@ -58,8 +104,9 @@ class JudgeOutcome(Contract):
     error: str | None = None
     analysis_error: str | None = Field(default=None, description="Why no typed analysis could be read.")
     usage: Usage = Usage()
-    cost_usd: Decimal = Field(default=Decimal(0), ge=0, description="Both judge calls.")
+    cost_usd: Decimal = Field(default=Decimal(0), ge=0, description="Every judge call.")
     latency_ms: NonNegativeFloat = 0.0
+    calls: NonNegativeInt = Field(default=0, description="Judge calls made: 0 when the panel agreed.")
 
 
 class Timings(Contract):
@@ -95,12 +142,19 @@ class FusedResult(Contract):
     release: ReleaseReason | None = None
     answer: str | None = Field(default=None, max_length=MAX_ANSWER_CHARS)
     answer_source: AnswerSource | None = None
+    selected_member: NonNegativeInt | None = Field(
+        default=None, description="The member whose answer the result is, unless the judge wrote it."
+    )
+    strategy: Strategy | None = Field(default=None, description="None from judges older than strategies.")
     analysis: Analysis | None = None
     members: list[MemberOutcome] = Field(default_factory=list)
     judge: JudgeOutcome | None = None
     usage: UsageSummary = UsageSummary()
     cost: CostSummary = CostSummary()
-    error: str | None = Field(default=None, description="Why the request was rejected or failed.")
+    error: str | None = Field(
+        default=None, description="Why the result is not complete (rejected, failed or partial), in words."
+    )
+    failure_reason: FailureReason | None = Field(default=None, description="The same, as a code.")
     timings: Timings
     answered: NonNegativeInt = Field(default=0, description="Members that answered ok.")
 

@@ -1,18 +1,27 @@
 """The message contracts: validation limits, JSON round trips, the answers topic's union."""
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from fusion.kafka.codec import decode
 from fusion_contracts import (
+    Analysis,
+    AnswerRef,
     AnswersMessage,
     ChatMessage,
+    Contradiction,
+    Coverage,
+    FusedResult,
     FusionRequest,
+    Insight,
     ModelSpec,
     PanelAnswer,
     PanelPlan,
     Policy,
     ReplyTo,
+    Stance,
     Usage,
     limits,
 )
@@ -249,3 +258,81 @@ def test_answer_fields_of_a_plan_do_not_pass_as_a_plan() -> None:
 def test_panel_member_index_bounded_by_max_panel() -> None:
     with pytest.raises(ValidationError, match="member_index"):
         PanelAnswer.model_validate({**answer_dict(), "member_index": limits.MAX_PANEL_MEMBERS})
+
+
+# --- strategies, failure reasons and the analysis's details (schema 1, a minor addition) -----------
+
+OLD_RESULT = {
+    "kind": "result",
+    "schema_version": 1,
+    "request_id": "r-old",
+    "status": "complete",
+    "release": "all",
+    "answer": "Paris.",
+    "answer_source": "judge",
+    "analysis": {
+        "consensus": ["Answer 1 and Answer 2 agree"],
+        "contradictions": ["Answer 3 says Lyon"],
+        "partial_coverage": [],
+        "unique_insights": [],
+        "blind_spots": [],
+    },
+    "timings": {
+        "submitted_at": "2026-11-01T00:00:00Z",
+        "completed_at": "2026-11-01T00:00:05Z",
+        "total_ms": 5000,
+    },
+}
+
+
+def test_a_result_from_a_judge_older_than_strategies_still_reads() -> None:
+    result = decode(TypeAdapter(FusedResult), json.dumps(OLD_RESULT).encode())
+    assert result.strategy is None
+    assert result.failure_reason is None
+    assert result.selected_member is None
+    assert result.analysis is not None
+    assert result.analysis.contradictions == ["Answer 3 says Lyon"]
+    assert result.analysis.contradiction_details == []
+
+
+def test_a_plan_without_a_strategy_is_synthesized_at_temperature_zero() -> None:
+    plan = PanelPlan.model_validate(
+        {
+            "request_id": "r",
+            "messages": [{"role": "user", "content": "hi"}],
+            "members": [{"model": "a"}],
+            "judge": {"model": "j"},
+            "quorum": 1,
+            "grace_s": 0,
+            "panel_deadline_at": "2026-11-01T00:00:10Z",
+            "deadline_at": "2026-11-01T00:00:20Z",
+            "submitted_at": "2026-11-01T00:00:00Z",
+            "dispatched_at": "2026-11-01T00:00:00Z",
+        }
+    )
+    assert (plan.strategy, plan.analysis_temperature) == ("synthesize", 0.0)
+
+
+def test_an_analysis_with_details_round_trips() -> None:
+    alpha = AnswerRef(member=0, model="alpha")
+    analysis = Analysis(
+        contradictions=["capital: Paris (member 0 (alpha))"],
+        contradiction_details=[
+            Contradiction(topic="capital", stances=[Stance(stance="Paris", answers=[alpha])])
+        ],
+        partial_coverage_details=[Coverage(point="history", answers=[alpha])],
+        unique_insight_details=[Insight(insight="the Seine", answer=alpha)],
+    )
+    assert Analysis.model_validate_json(analysis.model_dump_json()) == analysis
+
+
+@pytest.mark.parametrize("strategy", ["synthesize", "synthesize-once", "select", "vote"])
+def test_every_strategy_is_a_valid_request(strategy: str) -> None:
+    assert FusionRequest.model_validate({**request_data(), "strategy": strategy}).strategy == strategy
+
+
+def test_an_unknown_strategy_or_failure_reason_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        FusionRequest.model_validate({**request_data(), "strategy": "debate"})
+    with pytest.raises(ValidationError):
+        FusedResult.model_validate({**OLD_RESULT, "failure_reason": "bad_luck"})

@@ -1,6 +1,7 @@
 """`fusion eval`'s configurations (command line and TOML) and its report: pure logic."""
 
 import argparse
+import hashlib
 from decimal import Decimal
 from pathlib import Path
 
@@ -181,3 +182,21 @@ def test_a_sample_spreads_over_the_whole_set_and_a_limit_takes_its_start() -> No
     assert sample.items[0] == whole.items[0]
     assert len({item.domain for item in sample.items}) > len({item.domain for item in first.items})
     assert len(whole.items) >= 150
+
+
+def test_a_strategy_is_sent_and_changes_the_digest_only_when_given() -> None:
+    plain = parse_config("preset:local")
+    voted = parse_config("preset:local/strategy:vote")
+    assert voted.strategy == "vote"
+    assert voted.request("q", "r").strategy == "vote"
+    assert plain.request("q", "r").strategy is None
+    assert voted.digest() != plain.digest()
+    # A configuration without a strategy keeps the digest it had before strategies existed, so the
+    # answers stored by earlier runs still count.
+    before = hashlib.sha256(plain.model_dump_json(exclude={"name", "strategy"}).encode()).hexdigest()[:16]
+    assert plain.digest() == before
+
+
+def test_a_model_alone_has_no_strategy() -> None:
+    with pytest.raises(ConfigError, match="no strategy"):
+        parse_config("smollm2-135m/strategy:vote")

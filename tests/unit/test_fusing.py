@@ -1,7 +1,7 @@
 """fusion.judge.fusing.Judge.fuse with a fake judge model: one FusedResult, whatever fails."""
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from fusion.catalog import Catalog
 from fusion.judge.fusing import Judge, crashed_result
-from fusion.judge.prompts import final_stop
+from fusion.judge.prompts import label_answers
 from fusion.models import ModelError, ModelReply, ModelRouter, ModelUnavailable, OnDelta
 from fusion_contracts import (
     Analysis,
@@ -47,7 +47,7 @@ class FakeJudgeModel:
     """Answers the analysis call (the one with a schema) and the final call from scripts."""
 
     analysis: str | Exception = ANALYSIS_TEXT
-    final: str | Exception = "The sky is blue because of Rayleigh scattering."
+    final: str | Exception | Callable[[Call], str] = "The sky is blue because of Rayleigh scattering."
     calls: list[Call] = field(default_factory=list)
 
     async def complete(
@@ -60,11 +60,14 @@ class FakeJudgeModel:
         on_delta: OnDelta | None = None,
         deadline: float | None = None,
     ) -> ModelReply:
-        self.calls.append(Call(spec, messages, json_schema, stop))
+        call = Call(spec, messages, json_schema, stop)
+        self.calls.append(call)
         is_analysis = json_schema is not None
         scripted = self.analysis if is_analysis else self.final
         if isinstance(scripted, Exception):
             raise scripted
+        if callable(scripted):
+            scripted = scripted(call)
         return ModelReply(text=scripted, usage=ANALYSIS_USAGE if is_analysis else FINAL_USAGE)
 
 
@@ -111,6 +114,20 @@ def all_ok() -> dict[int, PanelAnswer]:
     return {index: answer(index) for index in range(len(MEMBERS))}
 
 
+def member(label: int) -> str:
+    """How the result names the answer that the judge saw as "Answer {label}" in request r-1."""
+    index = label_answers("r-1", dict.fromkeys(range(len(MEMBERS)), "x"))[label - 1].member_index
+    return f"member {index} ({MEMBERS[index]})"
+
+
+def expected_analysis() -> Analysis:
+    return Analysis(
+        consensus=[f"{member(1)} and {member(2)} agree on scattering"],
+        partial_coverage=[f"only {member(2)} mentions wavelength"],
+        blind_spots=["sunsets"],
+    )
+
+
 async def test_all_ok_is_complete_with_the_judges_answer_and_analysis() -> None:
     model = FakeJudgeModel()
     released_at = datetime.now(UTC)
@@ -121,8 +138,10 @@ async def test_all_ok_is_complete_with_the_judges_answer_and_analysis() -> None:
     assert result.release == "all"
     assert result.answer == "The sky is blue because of Rayleigh scattering."
     assert result.answer_source == "judge"
-    assert result.analysis == Analysis(**ANALYSIS)
+    assert result.analysis == expected_analysis()
     assert result.error is None
+    assert result.failure_reason is None
+    assert result.strategy == "synthesize"
     assert result.answered == 3
     assert [member.status for member in result.members] == ["ok", "ok", "ok"]
     assert [member.model for member in result.members] == MEMBERS
@@ -169,20 +188,38 @@ async def test_missing_member_is_a_timeout_and_the_result_partial() -> None:
 
 
 async def test_final_call_stops_at_a_fence_and_an_echoed_fence_is_cut() -> None:
-    stop = final_stop("r-1")
-    model = FakeJudgeModel(final=f'The sky is blue.\n{stop[1]}>\n{stop[0]} n="2">leaked draft')
+    def echo(call: Call) -> str:
+        return f'The sky is blue.\n{call.stop[1]}>\n{call.stop[0]} n="2">leaked draft'
+
+    model = FakeJudgeModel(final=echo)
     result = await Judge(model).fuse(plan(), all_ok(), "all", datetime.now(UTC))
-    assert list(model.calls[1].stop) == stop
+    nonce = model.calls[1].stop[0].removeprefix("<answer-")
+    assert list(model.calls[1].stop) == [
+        f"<answer-{nonce}",
+        f"</answer-{nonce}",
+        f"<message-{nonce}",
+        f"<analysis-{nonce}",
+    ]
     assert list(model.calls[0].stop) == []
     assert result.answer == "The sky is blue."
     assert result.answer_source == "judge"
 
 
+async def test_the_fence_nonce_is_random_not_derived_from_the_request_id() -> None:
+    nonces = set()
+    for _ in range(3):
+        model = FakeJudgeModel()
+        await Judge(model).fuse(plan(), all_ok(), "all", datetime.now(UTC))
+        nonces.add(model.calls[1].stop[0])
+    assert len(nonces) == 3  # one request id, three fusions, three nonces
+
+
 async def test_final_answer_that_is_only_an_echoed_fence_falls_back() -> None:
-    stop = final_stop("r-1")
-    model = FakeJudgeModel(final=f'  {stop[0]} n="1">\nsome draft')
+    model = FakeJudgeModel(final=lambda call: f'  {call.stop[0]} n="1">\nsome draft')
     result = await Judge(model).fuse(plan(), all_ok(), "all", datetime.now(UTC))
     assert result.answer_source == "best_member"
+    assert result.status == "partial"
+    assert result.failure_reason == "judge_empty"
     assert result.judge is not None
     assert result.judge.error == "the judge returned an empty answer"
 
@@ -200,6 +237,7 @@ def test_crashed_result_is_failed_and_keeps_the_panel() -> None:
     result = crashed_result(plan(), answers, "quorum", released_at, KeyError("x"))
     assert result.status == "failed"
     assert result.error == "internal error in the judge: KeyError"
+    assert result.failure_reason == "internal_error"
     assert result.release == "quorum"
     assert [member.status for member in result.members] == ["ok", "ok", "timeout"]
     assert result.answered == 2
@@ -212,6 +250,8 @@ async def test_member_error_makes_the_result_partial_and_its_text_is_not_used() 
     answers = {**all_ok(), 2: answer(2, "error", error="HTTP 500")}
     result = await Judge(model).fuse(plan(), answers, "all", datetime.now(UTC))
     assert result.status == "partial"
+    assert result.failure_reason == "some_members_failed"
+    assert result.error == "1 of 3 members gave no answer"
     assert result.members[2].error == "HTTP 500"
     assert result.answered == 2
     assert 'n="3"' not in model.calls[0].messages[1].content
@@ -231,6 +271,7 @@ async def test_zero_ok_answers_fail_with_every_reason_and_no_judge_call() -> Non
     assert result.answer_source is None
     assert result.judge is None
     assert result.answered == 0
+    assert result.failure_reason == "all_members_failed"
     assert result.error is not None
     assert "HTTP 503 from provider" in result.error
     assert "no answer within the panel deadline" in result.error
@@ -248,6 +289,7 @@ async def test_a_panel_of_one_is_its_members_answer_without_a_judge_call() -> No
     assert result.status == "complete"
     assert result.answer == "Canberra."
     assert result.answer_source == "member"
+    assert result.selected_member == 0
     assert result.judge is None
     assert result.usage.total == Usage(input_tokens=7, output_tokens=3)
 
@@ -286,7 +328,8 @@ async def test_judge_unavailable_on_final_call_falls_back_to_best_member() -> No
     assert result.judge is not None
     assert result.judge.status == "error"
     assert result.judge.error == "judge provider unreachable: ConnectError"
-    assert result.analysis == Analysis(**ANALYSIS)  # the analysis call still succeeded
+    assert result.analysis == expected_analysis()  # the analysis call still succeeded
+    assert result.failure_reason == "judge_upstream_error"
     assert result.judge.usage == ANALYSIS_USAGE
 
 
@@ -308,12 +351,17 @@ async def test_judge_past_deadline_times_out_without_calls_and_falls_back() -> N
     assert result.judge.status == "timeout"
     assert result.answer_source == "best_member"
     assert result.status == "partial"
+    assert result.failure_reason == "judge_deadline"
 
 
-async def test_analysis_not_json_still_gives_the_judges_answer() -> None:
+async def test_analysis_not_json_still_gives_the_judges_answer_but_is_not_complete() -> None:
     model = FakeJudgeModel(analysis="I think they mostly agree, honestly.")
     result = await Judge(model).fuse(plan(), all_ok(), "all", datetime.now(UTC))
 
+    assert result.status == "partial"  # was "complete": an unreadable analysis went unreported
+    assert result.failure_reason == "judge_invalid_json"
+    assert result.error is not None
+    assert "analysis could not be used" in result.error
     assert result.analysis is None
     assert result.judge is not None
     assert result.judge.analysis_error is not None
@@ -321,7 +369,7 @@ async def test_analysis_not_json_still_gives_the_judges_answer() -> None:
     assert result.judge.status == "ok"
     assert result.answer_source == "judge"
     assert result.answer == "The sky is blue because of Rayleigh scattering."
-    assert "(no analysis)" in model.calls[1].messages[-1].content
+    assert "(none)" in model.calls[1].messages[-1].content
     assert result.judge.usage == ANALYSIS_USAGE + FINAL_USAGE  # the unreadable analysis still cost tokens
 
 
@@ -330,6 +378,8 @@ async def test_analysis_model_error_is_recorded_and_the_final_call_still_runs() 
     result = await Judge(model).fuse(plan(), all_ok(), "all", datetime.now(UTC))
     assert result.judge is not None
     assert result.judge.analysis_error == "rate limited"
+    assert result.status == "partial"
+    assert result.failure_reason == "judge_upstream_error"
     assert result.answer_source == "judge"
     assert len(model.calls) == 2
 

@@ -29,6 +29,7 @@ from fusion_contracts import (
     UsageSummary,
 )
 from fusion_contracts.result import ResultStatus
+from pydantic import ValidationError
 
 OVERLAY = """
 replace = true
@@ -582,3 +583,63 @@ def test_a_pass_through_body_keeps_the_allowed_fields_for_the_catalogs_model() -
         "messages": [{"role": "user", "content": "hi"}],
         "temperature": 0.5,
     }
+
+
+# --- strategies and failure reasons ------------------------------------------------------------
+
+
+def test_the_strategy_and_analysis_temperature_come_from_the_fusion_options(catalog: Catalog) -> None:
+    request = fusion_request(catalog, body(fusion={"strategy": "vote", "analysis_temperature": 0.3}))
+    assert (request.strategy, request.analysis_temperature) == ("vote", 0.3)
+    assert fusion_request(catalog, body()).strategy is None  # the preset's
+
+
+def test_an_unknown_strategy_is_refused_by_the_body_model() -> None:
+    with pytest.raises(ValidationError, match="synthesize-once"):
+        body(fusion={"strategy": "debate"})
+
+
+def test_the_summary_names_the_strategy_the_source_and_why_it_is_partial() -> None:
+    result = a_result("partial").model_copy(
+        update={
+            "strategy": "select",
+            "answer_source": "selected",
+            "selected_member": 0,
+            "failure_reason": "judge_schema_mismatch",
+            "error": "the judge chose '7', which is no answer",
+        }
+    )
+    summary = translate.fusion_summary(result)
+    assert summary["strategy"] == "select"
+    assert (summary["answer_source"], summary["selected_member"]) == ("selected", 0)
+    assert summary["failure_reason"] == "judge_schema_mismatch"
+    assert summary["error"] == "the judge chose '7', which is no answer"
+
+
+@pytest.mark.parametrize(
+    ("reason", "status", "kind"),
+    [
+        ("rate_limited", 429, "rate_limit_error"),
+        ("deadline", 504, "api_error"),
+        ("all_members_failed", 502, "api_error"),
+        (None, 502, "api_error"),
+    ],
+)
+def test_a_failed_result_maps_its_reason_to_a_status_and_code(
+    reason: str | None, status: int, kind: str
+) -> None:
+    result = a_result("failed", None, "no panel member answered").model_copy(
+        update={"failure_reason": reason}
+    )
+    error = translate.result_error(result)
+    assert error is not None
+    assert (error.status, error.error_type, error.code) == (status, kind, reason or "fusion_failed")
+    assert error.body()["fusion"]["failure_reason"] == reason
+
+
+@pytest.mark.parametrize("reason", ["budget_exceeded", "deadline", "invalid_request"])
+def test_a_rejected_result_carries_its_reason_as_the_code(reason: str) -> None:
+    result = a_result("rejected", None, "no").model_copy(update={"failure_reason": reason})
+    error = translate.result_error(result)
+    assert error is not None
+    assert (error.status, error.code) == (400, reason)

@@ -185,3 +185,31 @@ def test_rejected_result_reports_the_error_and_timings() -> None:
     assert result.answer is None
     assert result.members == []
     assert rejected_result("r", NOW + timedelta(seconds=5), "e", NOW).timings.total_ms == 0.0
+
+
+def test_the_strategy_is_the_requests_else_the_presets_else_synthesize() -> None:
+    with_strategy = catalog().model_copy(
+        update={
+            "presets": {
+                **catalog().presets,
+                "duo": catalog().presets["duo"].model_copy(update={"strategy": "vote"}),
+            }
+        }
+    )
+    assert dispatched(plan_request(request(), with_strategy, NOW)).plan.strategy == "synthesize"
+    assert dispatched(plan_request(request(preset="duo"), with_strategy, NOW)).plan.strategy == "vote"
+    chosen = request(preset="duo", strategy="select", analysis_temperature=0.5)
+    plan = dispatched(plan_request(chosen, with_strategy, NOW)).plan
+    assert (plan.strategy, plan.analysis_temperature) == ("select", 0.5)
+    assert dispatched(plan_request(request(), catalog(), NOW)).plan.analysis_temperature == 0.0
+
+
+def test_rejections_carry_a_typed_reason() -> None:
+    assert rejected(plan_request(request(preset="nope"), catalog(), NOW)).reason == "invalid_request"
+    late = request(submitted_at=NOW - timedelta(hours=1))
+    assert rejected(plan_request(late, catalog(), NOW)).reason == "deadline"
+
+
+def test_a_rejected_result_keeps_its_reason() -> None:
+    result = rejected_result("req-1", NOW, "over budget", NOW, "budget_exceeded")
+    assert (result.status, result.failure_reason) == ("rejected", "budget_exceeded")

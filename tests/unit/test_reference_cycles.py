@@ -9,19 +9,20 @@ to free.
 import asyncio
 import contextlib
 import gc
+import json
 from collections.abc import Iterator
 from typing import Any, cast
 
 import httpx
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaMessage
-from fusion.judge.prompts import LabelledAnswer, final_messages
+from fusion.judge.prompts import Fences, LabelledAnswer, final_messages
 from fusion.kafka.batches import Fetched, each_record, hand_over, whole_message
 from fusion.models import ModelCall
 from fusion.models.anthropic import AnthropicModel
 from fusion.models.http import Endpoint
 from fusion.models.openai_compat import OpenAICompatModel
-from fusion_contracts import Analysis, ChatMessage
+from fusion_contracts import ChatMessage
 
 from tests.unit.test_batches import a_record
 
@@ -111,7 +112,8 @@ async def test_a_handled_batch_leaves_no_cycle() -> None:
 
 def test_the_fusion_prompt_leaves_no_cycle() -> None:
     answers = [LabelledAnswer(label=1, member_index=0, text="Blue light scatters more.")]
-    analysis = Analysis(consensus=["Answer 1 explains scattering."])
+    analysis = {"consensus": ["Answer 1 explains scattering."]}
     with cyclic_garbage() as garbage:
-        final_messages("r-1", HI, answers, analysis)
+        # as the judge writes it: the analysis it read, dumped, then the prompt
+        final_messages(Fences.new(), HI, answers, json.dumps(analysis, ensure_ascii=False))
     assert garbage == []

@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from fusion_contracts import ModelSpec
+from fusion_contracts import ModelSpec, Strategy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_CATALOG = Path(__file__).with_name("default.toml")
@@ -63,6 +63,7 @@ class Preset(_Entry):
     panel: list[ModelSpec] = Field(min_length=1)
     judge: ModelSpec
     quorum: int | None = None
+    strategy: Strategy = Field(default="synthesize", description="How its panel's answers are fused.")
     description: str = ""
 
 

@@ -50,6 +50,7 @@ def build_request(args: argparse.Namespace) -> FusionRequest:
         panel=panel,
         judge=ModelSpec(model=args.judge) if args.judge else None,
         policy=Policy(**policy),
+        strategy=args.strategy,
     )
 
 

@@ -4,8 +4,10 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable
+from typing import get_args
 
 from faststream.asgi import AsgiFastStream
+from fusion_contracts import Strategy
 
 from fusion.catalog import Catalog, CatalogError, load_catalog
 from fusion.settings import Settings
@@ -114,6 +116,11 @@ def parser() -> argparse.ArgumentParser:
     group.add_argument("--panel", help="comma-separated catalog model names, e.g. a,b,c")
     ask.add_argument("--judge", help="the judge model (default: the preset's)")
     ask.add_argument("--system", help="a system message for every member")
+    ask.add_argument(
+        "--strategy",
+        choices=get_args(Strategy),
+        help="how the judge fuses: synthesize, synthesize-once, select or vote (default: the preset's)",
+    )
     ask.add_argument("--quorum", type=int, help="answers needed before the straggler grace starts")
     ask.add_argument("--grace", type=float, help="seconds to wait for stragglers once quorum is in")
     ask.add_argument("--deadline", type=float, help="seconds until the fused result is due")

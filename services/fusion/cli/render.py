@@ -15,6 +15,15 @@ _SECTIONS = (
 )
 
 
+_SOURCE = {
+    "best_member": "the most central panel answer",
+    "member": "the only member's",
+    "selected": "chosen by the judge",
+    "vote": "the most common",
+    "agreement": "every member agreed, no judge call",
+}
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value / 1000:.2f} s"
 
@@ -24,11 +33,16 @@ def render_result(result: FusedResult, console: Console) -> None:
     heading = f"[{style}]{result.status}[/]"
     if result.release:
         heading += f" · released on {result.release}"
-    if result.answer_source == "best_member":
-        heading += " · [yellow]judge failed: best panel answer shown[/]"
+    if result.strategy:
+        heading += f" · {result.strategy}"
+    if result.answer_source and result.answer_source != "judge":
+        heading += f" · answer: {_SOURCE[result.answer_source]}"
+        if result.selected_member is not None:
+            heading += f" (member {result.selected_member})"
     console.print(heading)
     if result.error:
-        console.print(f"[red]{result.error}[/]")
+        reason = f"{result.failure_reason}: " if result.failure_reason else ""
+        console.print(f"[red]{reason}{result.error}[/]")
     if result.answer:
         console.print(Panel(result.answer, title="Fused answer", border_style=style))
     _render_analysis(result, console)

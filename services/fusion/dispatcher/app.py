@@ -9,7 +9,7 @@ import structlog
 from aiokafka import ConsumerRecord
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
-from fusion_contracts import FusionRequest, PanelRejection, ReplyTo, topics
+from fusion_contracts import FailureReason, FusionRequest, PanelRejection, ReplyTo, topics
 from fusion_contracts.common import RequestId, request_digest
 from pydantic import TypeAdapter, ValidationError
 
@@ -96,7 +96,12 @@ class Dispatcher:
         if isinstance(outcome, Rejection):
             log.info("request rejected", request_id=request.request_id, error=outcome.error)
             await self._reject(
-                request.request_id, request.submitted_at, outcome.error, request.reply_to, digest
+                request.request_id,
+                request.submitted_at,
+                outcome.error,
+                request.reply_to,
+                digest,
+                reason=outcome.reason,
             )
             self._metrics.requests.labels(status="rejected").inc()
             return
@@ -130,6 +135,8 @@ class Dispatcher:
         error: str,
         reply_to: ReplyTo | None,
         digest: str | None = None,
+        *,
+        reason: FailureReason = "invalid_request",
     ) -> None:
         """The rejection goes to the judge, on the request's answers partition, and the judge
         publishes the `rejected` result: exactly once, and not at all for a request dispatched
@@ -138,6 +145,7 @@ class Dispatcher:
             request_id=request_id,
             request_digest=digest,
             error=error[:4_000],
+            failure_reason=reason,
             submitted_at=submitted_at,
             rejected_at=utc_now(),
             reply_to=reply_to,

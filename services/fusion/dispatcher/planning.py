@@ -3,7 +3,16 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from fusion_contracts import FusedResult, FusionRequest, ModelSpec, PanelPlan, PanelTask, Timings
+from fusion_contracts import (
+    FailureReason,
+    FusedResult,
+    FusionRequest,
+    ModelSpec,
+    PanelPlan,
+    PanelTask,
+    Strategy,
+    Timings,
+)
 
 from fusion.catalog import Catalog, CatalogError
 from fusion.costs import estimate
@@ -18,9 +27,20 @@ class Dispatch:
 @dataclass(frozen=True, slots=True)
 class Rejection:
     error: str
+    reason: FailureReason = "invalid_request"
 
 
-def _resolve_panel(request: FusionRequest, catalog: Catalog) -> tuple[list[ModelSpec], ModelSpec, int | None]:
+@dataclass(frozen=True, slots=True)
+class _Panel:
+    members: list[ModelSpec]
+    judge: ModelSpec
+    quorum: int | None
+    strategy: Strategy
+
+
+def _resolve_panel(request: FusionRequest, catalog: Catalog) -> _Panel:
+    """The request's panel, judge and strategy, each its own or else its preset's (a custom panel's
+    preset is the catalog's default)."""
     if request.panel is not None:
         preset = catalog.preset(catalog.default_preset)
         members = request.panel
@@ -32,7 +52,7 @@ def _resolve_panel(request: FusionRequest, catalog: Catalog) -> tuple[list[Model
     judge = request.judge or preset.judge
     for spec in [*members, judge]:
         catalog.model(spec.model)
-    return members, judge, quorum
+    return _Panel(members, judge, quorum, request.strategy or preset.strategy)
 
 
 def plan_request(
@@ -40,10 +60,11 @@ def plan_request(
 ) -> Dispatch | Rejection:
     """The plan and tasks of a request (`digest`: its `request_digest`), or why it is refused."""
     try:
-        members, judge, preset_quorum = _resolve_panel(request, catalog)
+        panel = _resolve_panel(request, catalog)
     except CatalogError as error:
         return Rejection(str(error))
 
+    members, judge = panel.members, panel.judge
     for spec in [*members, judge]:
         model = catalog.model(spec.model)
         if env_var := catalog.providers[model.provider].missing_key():
@@ -55,10 +76,11 @@ def plan_request(
         estimated = estimate(request.messages, members, judge, catalog)
         if estimated > budget:
             return Rejection(
-                f"estimated cost ${estimated:.6f} is over max_cost_usd ${budget}; no model was called"
+                f"estimated cost ${estimated:.6f} is over max_cost_usd ${budget}; no model was called",
+                "budget_exceeded",
             )
 
-    quorum = request.policy.quorum or preset_quorum or len(members)
+    quorum = request.policy.quorum or panel.quorum or len(members)
     if quorum > len(members):
         return Rejection(f"quorum {quorum} is larger than the panel of {len(members)}")
 
@@ -69,7 +91,9 @@ def plan_request(
         seconds=request.policy.deadline_s * request.policy.judge_share
     )
     if panel_deadline_at <= now:
-        return Rejection(f"the request waited past its panel deadline ({panel_deadline_at.isoformat()})")
+        return Rejection(
+            f"the request waited past its panel deadline ({panel_deadline_at.isoformat()})", "deadline"
+        )
 
     plan = PanelPlan(
         request_id=request.request_id,
@@ -85,6 +109,8 @@ def plan_request(
         dispatched_at=now,
         reply_to=request.reply_to,
         stream=request.stream,
+        strategy=panel.strategy,
+        analysis_temperature=request.analysis_temperature or 0.0,
     )
     tasks = [
         PanelTask(
@@ -101,11 +127,18 @@ def plan_request(
     return Dispatch(plan, tasks)
 
 
-def rejected_result(request_id: str, submitted_at: datetime, error: str, now: datetime) -> FusedResult:
+def rejected_result(
+    request_id: str,
+    submitted_at: datetime,
+    error: str,
+    now: datetime,
+    reason: FailureReason = "invalid_request",
+) -> FusedResult:
     return FusedResult(
         request_id=request_id,
         status="rejected",
         error=error,
+        failure_reason=reason,
         timings=Timings(
             submitted_at=submitted_at,
             completed_at=now,

@@ -8,6 +8,7 @@ seed of its own). They come from a TOML file (`[[config]]` tables) or the comman
     preset:local                                 a preset
     panel:smollm2-135m,gemma3-270m/judge:smollm2-135m/quorum:2
     self3=panel:smollm2-135m@0.7*3/judge:smollm2-135m   a name, then self-fusion: 3 samples at 0.7
+    preset:local/strategy:vote                   a preset fused by another strategy
 
 A member on the command line is `MODEL[@TEMPERATURE][*COUNT]`. Pure: no I/O but reading the file.
 """
@@ -19,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from fusion_contracts import ChatMessage, FusionRequest, ModelSpec, Policy
+from fusion_contracts import ChatMessage, FusionRequest, ModelSpec, Policy, Strategy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fusion.catalog import Catalog
@@ -59,6 +60,7 @@ class EvalConfig(BaseModel):
         default=None, description="The panel's judge (a preset's own by default)."
     )
     quorum: int | None = Field(default=None, ge=1)
+    strategy: Strategy | None = Field(default=None, description="How to fuse; the preset's by default.")
     grace_s: float | None = Field(default=None, ge=0)
     deadline_s: float = Field(default=DEFAULT_DEADLINE_S, gt=0, le=900)
 
@@ -67,8 +69,8 @@ class EvalConfig(BaseModel):
         given = [self.model is not None, self.preset is not None, self.panel is not None]
         if sum(given) != 1:
             raise ValueError("give exactly one of model, preset or panel")
-        if self.model is not None and (self.judge is not None or self.quorum is not None):
-            raise ValueError("a model alone has no judge and no quorum")
+        if self.model is not None and (self.judge, self.quorum, self.strategy) != (None, None, None):
+            raise ValueError("a model alone has no judge, no quorum and no strategy")
         if self.panel is not None and self.quorum is not None and self.quorum > len(self.panel):
             raise ValueError(f"quorum {self.quorum} is larger than the panel of {len(self.panel)}")
         return self
@@ -94,12 +96,14 @@ class EvalConfig(BaseModel):
             panel=list(self.panel) if self.panel is not None else None,
             judge=self.judge,
             policy=policy,
+            strategy=self.strategy,
         )
 
     def digest(self) -> str:
         """Names what the configuration sends: a run's stored answers are reused only while it is
         unchanged (its name aside)."""
-        shape = self.model_dump_json(exclude={"name"})
+        # Without a strategy the shape is what it was before strategies, so earlier answers still count.
+        shape = self.model_dump_json(exclude={"name"} | ({"strategy"} if self.strategy is None else set()))
         return hashlib.sha256(shape.encode()).hexdigest()[:16]
 
     def models(self, catalog: Catalog) -> tuple[list[ModelSpec], ModelSpec | None]:
@@ -133,6 +137,9 @@ def _member(text: str) -> list[ModelSpec]:
         raise ConfigError(f"member {text!r}: {_first_error(error)}") from None
 
 
+_OPTIONS = {"quorum": "quorum", "deadline": "deadline_s", "grace": "grace_s", "strategy": "strategy"}
+
+
 def parse_config(text: str) -> EvalConfig:
     """One configuration from the command line (see the module's docstring)."""
     name, sep, spec = text.partition("=")
@@ -156,10 +163,12 @@ def parse_config(text: str) -> EvalConfig:
             key, _, value = part.partition(":")
             if key == "judge":
                 (fields["judge"],) = _member(value)
-            elif key in ("quorum", "deadline", "grace"):
-                fields[{"quorum": "quorum", "deadline": "deadline_s", "grace": "grace_s"}[key]] = value
+            elif key in ("quorum", "deadline", "grace", "strategy"):
+                fields[_OPTIONS[key]] = value
             else:
-                raise ConfigError(f"{part!r}: expected judge:MODEL, quorum:N, deadline:S or grace:S")
+                raise ConfigError(
+                    f"{part!r}: expected judge:MODEL, quorum:N, strategy:S, deadline:S or grace:S"
+                )
         fields["name"] = name.strip() or spec.strip()
         return EvalConfig.model_validate(fields)
     except ValidationError as error:
@@ -169,7 +178,7 @@ def parse_config(text: str) -> EvalConfig:
 def load_configs(path: Path) -> list[EvalConfig]:
     """The `[[config]]` tables of a TOML file: `name`, then `model` (a name, or a table with the
     sampling fields of a panel member), `preset`, or `panel` (members, each with an optional `count`),
-    and optionally `judge`, `quorum`, `grace_s`, `deadline_s`."""
+    and optionally `judge`, `quorum`, `strategy`, `grace_s`, `deadline_s`."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:

@@ -2,6 +2,7 @@
 
 from typing import Any, Literal
 
+from fusion_contracts import Strategy
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -40,6 +41,12 @@ class FusionOptions(BaseModel):
     quorum: int | None = None
     grace_s: float | None = None
     deadline_s: float | None = None
+    strategy: Strategy | None = Field(
+        default=None, description="synthesize, synthesize-once, select or vote; the preset's by default."
+    )
+    analysis_temperature: float | None = Field(
+        default=None, description="The judge's temperature when it analyses or chooses; 0 by default."
+    )
 
 
 class ChatCompletionRequest(_Lenient):

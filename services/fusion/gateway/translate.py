@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from fusion.catalog import Catalog, CatalogError
 from fusion.gateway.errors import GatewayError
-from fusion.gateway.openai_types import ChatCompletionRequest, ChatMessageIn, PanelMemberIn
+from fusion.gateway.openai_types import ChatCompletionRequest, ChatMessageIn, ErrorType, PanelMemberIn
 from fusion.kafka.codec import describe
 
 FUSION_MODEL = "fusion"
@@ -178,6 +178,8 @@ def to_fusion_request(
             policy=Policy.model_validate(policy),
             reply_to=reply_to,
             stream=stream,
+            strategy=options.strategy if options else None,
+            analysis_temperature=options.analysis_temperature if options else None,
             metadata={"via": "gateway"},
         )
     except ValidationError as error:
@@ -201,8 +203,12 @@ def fusion_summary(result: FusedResult) -> dict[str, Any]:
     return {
         "request_id": result.request_id,
         "status": result.status,
+        "failure_reason": result.failure_reason,
+        "error": result.error,
+        "strategy": result.strategy,
         "release": result.release,
         "answer_source": result.answer_source,
+        "selected_member": result.selected_member,
         "analysis": result.analysis.model_dump(mode="json") if result.analysis else None,
         "members": [
             {
@@ -213,6 +219,7 @@ def fusion_summary(result: FusedResult) -> dict[str, Any]:
                 "usage": member.usage.model_dump(),
                 "cost_usd": str(member.cost_usd),
                 "error": member.error,
+                "error_status": member.error_status,
             }
             for member in result.members
         ],
@@ -255,9 +262,19 @@ def chunk(
 
 def result_error(result: FusedResult) -> GatewayError | None:
     """A result without an answer, as the HTTP error it becomes."""
+    reason = result.failure_reason
     if result.status == "rejected":
-        return GatewayError.invalid(result.error or "the request was rejected", None)
+        message = result.error or "the request was rejected"
+        return GatewayError(400, message, "invalid_request_error", reason or "invalid_request")
     if result.status == "failed":
         message = result.error or "the fusion failed"
-        return GatewayError(502, message, "api_error", "fusion_failed", fusion=fusion_summary(result))
+        status, kind = _FAILED_STATUS.get(reason or "", (502, "api_error"))
+        return GatewayError(status, message, kind, reason or "fusion_failed", fusion=fusion_summary(result))
     return None
+
+
+_FAILED_STATUS: dict[str, tuple[int, ErrorType]] = {
+    "rate_limited": (429, "rate_limit_error"),
+    "deadline": (504, "api_error"),
+}
+"""The HTTP status of a failed result, by its reason; 502 for the others (no member answered)."""

@@ -199,7 +199,9 @@ class JudgeService:
         self.ledger.close(name)
 
     async def _reject(self, rejection: PanelRejection) -> None:
-        result = rejected_result(rejection.request_id, rejection.submitted_at, rejection.error, utc_now())
+        result = rejected_result(
+            rejection.request_id, rejection.submitted_at, rejection.error, utc_now(), rejection.failure_reason
+        )
         result = result.model_copy(update={"request_digest": rejection.request_digest})
         if not await self._sink.publish(rejection, result):
             self._gatherings.abandon(rejection.request_id)

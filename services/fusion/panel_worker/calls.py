@@ -8,7 +8,7 @@ from typing import Any
 from fusion_contracts import PanelAnswer, PanelTask, limits
 
 from fusion.clock import seconds_until, utc_now
-from fusion.models import CompletesChat, ModelError
+from fusion.models import CompletesChat, ModelError, ModelHTTPError
 
 
 async def answer_task(task: PanelTask, models: CompletesChat, worker: str) -> PanelAnswer:
@@ -35,7 +35,8 @@ async def answer_task(task: PanelTask, models: CompletesChat, worker: str) -> Pa
     except TimeoutError:
         return outcome(status="timeout", error=f"no answer within the panel deadline ({remaining:.1f} s)")
     except ModelError as error:
-        return outcome(status="error", error=str(error)[:2000])
+        status = error.status_code if isinstance(error, ModelHTTPError) else None
+        return outcome(status="error", error=str(error)[:2000], error_status=status)
     cost = reply.cost_usd or Decimal(0)
     text = reply.text.strip()
     if not text:
