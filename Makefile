@@ -12,7 +12,7 @@ DEMO_QUESTION ?= Why is the sky blue? Answer in three sentences.
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: help install install-dev up down run test test-fast lint format schemas kafka-up kafka-down kafka-reset clean bench bench-gateway bench-floor bench-markers fuzz chaos eval
+.PHONY: help install install-dev up down run test test-fast lint format schemas kafka-up kafka-down kafka-reset clean bench bench-gateway bench-floor bench-markers fuzz chaos eval eval-strategies
 
 help:
 	@echo "make run     install, start Kafka + local models + services, fuse a demo question"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-markers   judge failovers after 1,000,000 released requests: start-up time, memory, no duplicates (about 18 minutes)"
 	@echo "make fuzz    10,000 malformed records on every consumed topic and bad markers, then hostile but valid requests: each dead-lettered, skipped or answered with its reason (about 2 minutes)"
 	@echo "make eval    the local models alone, the local preset and self-fusion on the shipped short and choice sets: scores, intervals, cost, latency (about an hour)"
+	@echo "make eval-strategies  each fusion strategy on the local models, short and choice sets (about two and a half hours)"
 	@echo "make chaos   scale-out crash run, 3-broker cluster: 2,000 requests (half via the gateways) while every service is killed, judges paused, judges and workers scaled, a broker killed; lost/duplicated/mismatched printed (about 5 minutes)"
 
 install: $(INSTALLED)
@@ -111,6 +112,16 @@ eval: up
 		--out bench/results/eval-short --store .cache/eval/short.sqlite
 	$(FUSION) eval choice --configs bench/eval-local.toml --sample $(EVAL_CHOICE) --concurrency 1 \
 		--out bench/results/eval-choice --store .cache/eval/choice.sqlite
+
+# The strategy table of docs/evaluation.md: each strategy on the local preset, self-consistency, and
+# the voted configurations on the whole short set (about two and a half hours on 2 cores).
+eval-strategies: up
+	$(FUSION) eval short --configs bench/eval-strategies.toml --sample $(EVAL_SHORT) --concurrency 1 \
+		--out bench/results/strategies-short --store .cache/eval/strategies-short.sqlite
+	$(FUSION) eval short --configs bench/eval-strategies-all.toml --concurrency 1 \
+		--out bench/results/strategies-short-all --store .cache/eval/strategies-short.sqlite
+	$(FUSION) eval choice --configs bench/eval-strategies.toml --sample $(EVAL_CHOICE) --concurrency 1 \
+		--out bench/results/strategies-choice --store .cache/eval/strategies-choice.sqlite
 
 bench-gateway: install
 	$(BIN)/python -m bench.gateway_overhead

@@ -19,7 +19,8 @@ end-to-end tests: it says nothing worth reading.
                    prompt's code word; error criteria are never met
     hostile        answers with HOSTILE_ANSWER, which tries to break out of the judge's fences
     echo-auth      answers 401 with the Authorization header it received in the error message
-    anything else  answers after --latency-ms
+    anything else  answers after --latency-ms, with a text of its own ("Stand-in answer from <model> to:
+                   <question> (reply <n>)"): no two answers are the same
 
 Asked for JSON with a schema (`response_format`), it fills the schema (see `_fill`); asked for JSON
 without one, it returns a fixed analysis. With `"stream": true` it streams the words of its answer
@@ -27,7 +28,8 @@ as server-sent events. When the request lists a tool named `fusion` (and `tool_c
 "none"), it calls that tool with the last user message, and once a tool result is in the
 conversation it answers from it.
 
-`GET /stats` returns how many completion requests it received, by model id.
+`GET /stats` returns how many completion requests it received, by model id, and
+`GET /v1/requests/<model id>` the last bodies it received for that model id (what a judge was asked).
 
 Run it from the repository's root (the tests and benchmarks start it themselves):
 
@@ -41,7 +43,7 @@ import json
 import random
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -51,6 +53,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+_KEPT_BODIES = 50
 _USAGE = {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}
 BILLED_COST = 0.000123
 """What the stand-in reports in `usage.cost` (as OpenRouter does) for the model id `billed`."""
@@ -130,6 +133,7 @@ class StandInModels:
     def __init__(self, default_latency_ms: float) -> None:
         self.default_latency_ms = default_latency_ms
         self.received: Counter[str] = Counter()
+        self.bodies: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=_KEPT_BODIES))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -144,6 +148,10 @@ class StandInModels:
             await self._json(
                 send, 200, {"requests": dict(self.received), "total": sum(self.received.values())}
             )
+            return
+        if scope["method"] == "GET" and "/requests/" in path:
+            model = path.rsplit("/requests/", 1)[1]
+            await self._json(send, 200, {"requests": list(self.bodies.get(model, []))})
             return
         if scope["method"] == "GET" and path.endswith("/models"):
             await self._json(send, 200, {"object": "list", "data": []})
@@ -172,6 +180,7 @@ class StandInModels:
     async def _complete(self, request: dict[str, Any], send: Send) -> None:
         model = str(request.get("model", ""))
         self.received[model] += 1
+        self.bodies[model].append(request)
         if model == "stall":
             await asyncio.sleep(3600)
         if model.startswith("fail-"):
@@ -182,7 +191,7 @@ class StandInModels:
             await self._raw(send, 200, b"<html>not json", "text/html")
             return
         delay_ms = self._delay_ms(model)
-        message = self._message(model, request)
+        message = self._message(model, request, sum(self.received.values()))
         if request.get("stream"):
             await self._stream(send, model, str(message.get("content") or ""), delay_ms)
             return
@@ -213,7 +222,7 @@ class StandInModels:
         return self.default_latency_ms
 
     @staticmethod
-    def _message(model: str, request: dict[str, Any]) -> dict[str, Any]:
+    def _message(model: str, request: dict[str, Any], number: int) -> dict[str, Any]:
         messages = request.get("messages") or [{}]
         tools = [tool.get("function", {}).get("name") for tool in request.get("tools") or []]
         if "fusion" in tools and request.get("tool_choice") != "none":
@@ -240,7 +249,9 @@ class StandInModels:
             return {"role": "assistant", "content": _grade(messages)}
         if model == "hostile":
             return {"role": "assistant", "content": HOSTILE_ANSWER}
-        return {"role": "assistant", "content": f"Stand-in answer from {model} to: {_question(messages)}"}
+        # Numbered, so that no two answers are the same text (which a judge takes as agreement).
+        content = f"Stand-in answer from {model} to: {_question(messages)} (reply {number})"
+        return {"role": "assistant", "content": content}
 
     async def _stream(self, send: Send, model: str, text: str, delay_ms: float) -> None:
         """Server-sent events in OpenAI's chunk format: half the delay, then the words spread over

@@ -15,6 +15,7 @@ async def test_preset_local_fuses_three_real_model_answers(local_models: str, cl
     request = FusionRequest(
         messages=[ChatMessage(role="user", content="Name three uses of a message queue, briefly.")],
         preset="local",
+        strategy="synthesize",
         policy=Policy(deadline_s=240),
     )
     started = time.monotonic()
@@ -23,7 +24,11 @@ async def test_preset_local_fuses_three_real_model_answers(local_models: str, cl
 
     elapsed = time.monotonic() - started
     print(f"\nlocal preset: {result.status} in {elapsed:.1f} s; answer: {(result.answer or '')[:200]!r}")
-    assert result.status == "complete", result.model_dump_json(indent=1)
+    # complete, or partial when the small judge's analysis could not be read (and it says so)
+    assert result.status in ("complete", "partial"), result.model_dump_json(indent=1)
+    if result.status == "partial":
+        assert result.failure_reason in ("judge_invalid_json", "judge_schema_mismatch"), result.error
+    assert result.strategy == "synthesize"
     assert result.answer_source == "judge"
     assert result.answer
     assert result.answer.strip()
@@ -49,10 +54,15 @@ async def test_the_openai_sdk_gets_fused_answers_from_the_local_models(
     ]
 
     started = time.monotonic()
-    completion = await client.chat.completions.create(model="fusion/local", messages=question)
+    synthesize = {"fusion": {"strategy": "synthesize"}}  # the judge writes, so its words stream
+    completion = await client.chat.completions.create(
+        model="fusion/local", messages=question, extra_body=synthesize
+    )
     plain_s = time.monotonic() - started
 
-    stream = await client.chat.completions.create(model="fusion/local", messages=question, stream=True)
+    stream = await client.chat.completions.create(
+        model="fusion/local", messages=question, stream=True, extra_body=synthesize
+    )
     started = time.monotonic()
     first_content_s = None
     pieces: list[str] = []
@@ -70,12 +80,12 @@ async def test_the_openai_sdk_gets_fused_answers_from_the_local_models(
         f" {first_content_s:.1f} s, done after {streamed_s:.1f} s ({len(pieces)} chunks)"
     )
     assert completion.choices[0].message.content
-    assert (completion.model_extra or {})["fusion"]["status"] == "complete"
+    assert (completion.model_extra or {})["fusion"]["status"] in ("complete", "partial")
     assert completion.usage is not None
     assert completion.usage.completion_tokens > 0
     assert "".join(pieces).strip()
     assert fusion is not None
-    assert fusion["status"] == "complete"
+    assert fusion["status"] in ("complete", "partial")
     assert fusion["answer_source"] == "judge"
     assert len(pieces) > 1
     assert first_content_s is not None

@@ -1,6 +1,7 @@
 """fusion.judge.fusing.Judge.fuse with a fake judge model: one FusedResult, whatever fails."""
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -187,19 +188,15 @@ async def test_missing_member_is_a_timeout_and_the_result_partial() -> None:
     assert [member.status for member in result.members] == ["ok", "timeout", "ok"]
 
 
-async def test_final_call_stops_at_a_fence_and_an_echoed_fence_is_cut() -> None:
+async def test_final_call_stops_at_the_nonce_and_an_echoed_fence_is_cut() -> None:
     def echo(call: Call) -> str:
-        return f'The sky is blue.\n{call.stop[1]}>\n{call.stop[0]} n="2">leaked draft'
+        nonce = call.stop[0]
+        return f'The sky is blue.\n</answer{nonce}>\n<response{nonce} n="2">leaked draft'
 
     model = FakeJudgeModel(final=echo)
     result = await Judge(model).fuse(plan(), all_ok(), "all", datetime.now(UTC))
-    nonce = model.calls[1].stop[0].removeprefix("<answer-")
-    assert list(model.calls[1].stop) == [
-        f"<answer-{nonce}",
-        f"</answer-{nonce}",
-        f"<message-{nonce}",
-        f"<analysis-{nonce}",
-    ]
+    (stop,) = model.calls[1].stop
+    assert re.fullmatch(r"-[0-9a-f]{16}", stop)
     assert list(model.calls[0].stop) == []
     assert result.answer == "The sky is blue."
     assert result.answer_source == "judge"
@@ -215,7 +212,7 @@ async def test_the_fence_nonce_is_random_not_derived_from_the_request_id() -> No
 
 
 async def test_final_answer_that_is_only_an_echoed_fence_falls_back() -> None:
-    model = FakeJudgeModel(final=lambda call: f'  {call.stop[0]} n="1">\nsome draft')
+    model = FakeJudgeModel(final=lambda call: f'  <answer{call.stop[0]} n="1">\nsome draft')
     result = await Judge(model).fuse(plan(), all_ok(), "all", datetime.now(UTC))
     assert result.answer_source == "best_member"
     assert result.status == "partial"
@@ -438,3 +435,14 @@ async def test_a_provider_reply_with_malformed_usage_still_ends_in_a_result() ->
         await router.aclose()
     assert result.answer is not None
     assert result.status in {"complete", "partial"}
+
+
+async def test_when_both_calls_fail_the_judge_shows_the_last_call_and_the_result_the_first_problem() -> None:
+    model = FakeJudgeModel(analysis=ModelError("analysis refused"), final=ModelUnavailable("judge gone"))
+    result = await Judge(model).fuse(plan(), all_ok(), "all", datetime.now(UTC))
+    assert result.judge is not None
+    assert (result.judge.status, result.judge.error) == ("error", "judge gone")
+    assert result.judge.analysis_error == "analysis refused"
+    assert (result.status, result.failure_reason) == ("partial", "judge_upstream_error")
+    assert result.error == "the judge's analysis could not be used: analysis refused"
+    assert result.answer_source == "best_member"

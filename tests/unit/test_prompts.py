@@ -142,12 +142,12 @@ def test_prompts_describe_shapes_without_placeholder_text_to_copy() -> None:
         assert '": "' not in messages[0].content  # no {"key": "placeholder"} for a small model to echo
 
 
-def test_stop_sequences_are_at_most_four_and_clean_cuts_any_echoed_fence() -> None:
-    stop = FENCES.stop()
-    assert len(stop) <= 4  # OpenAI's limit
-    assert f"<answer-{FENCES.nonce}" in stop
+def test_the_stop_sequence_is_the_nonce_and_clean_cuts_any_tag_that_carries_it() -> None:
+    assert FENCES.stop() == [f"-{FENCES.nonce}"]
     assert FENCES.clean("  The answer.  ") == "The answer."
-    for tag in ("answer", "message", "analysis"):
+    assert FENCES.clean("The answer.\n</response") == "The answer."  # what the stop sequence leaves
+    assert FENCES.clean("Use a < b here") == "Use a < b here"
+    for tag in ("answer", "message", "analysis", "response", "Response_2"):
         assert FENCES.clean(f"The answer.\n</{tag}-{FENCES.nonce}>\nmore") == "The answer."
         assert FENCES.clean(f'The answer. <{tag}-{FENCES.nonce} n="1">draft') == "The answer."
     assert FENCES.clean(f'<answer-{FENCES.nonce} n="1">draft only') == ""
@@ -166,10 +166,11 @@ def test_analysis_schema_names_answers_by_number_within_the_panel() -> None:
         assert schema["properties"][name]["items"]["type"] == "string"
 
 
-def test_once_schema_is_the_analysis_then_the_answer() -> None:
+def test_once_schema_is_the_answer_then_the_analysis() -> None:
     schema = once_schema(2)
-    assert schema["required"][-1] == "answer"
-    assert list(schema["properties"])[-1] == "answer"
+    assert schema["required"] == ["answer", *ANALYSIS_FIELDS]
+    assert list(schema["properties"]) == ["answer", *ANALYSIS_FIELDS]
+    assert schema["properties"]["consensus"] == analysis_schema(2)["properties"]["consensus"]
     assert "maxLength" not in schema["properties"]["answer"]  # llama.cpp cannot compile a long bound
 
 

@@ -194,13 +194,21 @@ async def test_select_returns_the_chosen_answer_unchanged() -> None:
 
 
 async def test_select_with_a_correction_is_written_by_the_judge() -> None:
-    judge = ScriptedJudge(choose="Rome", correction="Paris is the capital.")
-    result = await fuse(judge, "select", "Paris", "Rome", "Berlin")
+    judge = ScriptedJudge(
+        choose="Rome is the capital of France", correction="Paris is the capital of France."
+    )
+    result = await fuse(judge, "select", "Paris", "Rome is the capital of France", "Berlin")
     assert (result.answer, result.answer_source, result.selected_member) == (
-        "Paris is the capital.",
+        "Paris is the capital of France.",
         "judge",
         1,
     )
+
+
+async def test_select_ignores_a_correction_that_is_no_edit_of_the_chosen_answer() -> None:
+    judge = ScriptedJudge(choose="Rome", correction="This correction makes the reply one JSON object.")
+    result = await fuse(judge, "select", "Paris", "Rome", "Berlin")
+    assert (result.answer, result.answer_source, result.selected_member) == ("Rome", "selected", 1)
 
 
 async def test_select_abstaining_gives_the_most_central_answer_as_a_complete_result() -> None:

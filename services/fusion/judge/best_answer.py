@@ -1,4 +1,5 @@
-"""Which panel answer stands for the panel when the judge cannot write one: the most central one."""
+"""Which panel answer stands for the panel when the judge cannot write one (the most central one), and
+whether a judge's correction of an answer is an edit of it. Word overlap: pure functions."""
 
 import re
 
@@ -25,3 +26,13 @@ def most_central(texts: list[str]) -> int:
         return overlap, len(texts[index])
 
     return max(range(len(texts)), key=score)
+
+
+EDIT_OVERLAP = 0.5
+"""A correction shares at least this much of its words (Jaccard) with the answer it corrects."""
+
+
+def is_an_edit(correction: str, answer: str) -> bool:
+    """Whether `correction` reads as an edit of `answer`, not a text of its own: a weak judge asked to
+    correct an answer often writes something else entirely (a comment on the task, say)."""
+    return _similarity(_words(correction), _words(answer)) >= EDIT_OVERLAP

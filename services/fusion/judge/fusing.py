@@ -38,7 +38,7 @@ from fusion_contracts import (
 
 from fusion.answer_text import normalise
 from fusion.clock import seconds_until, utc_now
-from fusion.judge.best_answer import most_central
+from fusion.judge.best_answer import is_an_edit, most_central
 from fusion.judge.json_reply import JudgeReplyError, first_json_object
 from fusion.judge.prompts import (
     Fences,
@@ -160,7 +160,10 @@ class _JudgeRun:
     problem: FailureReason | None = None
     """Why the judge's work could not be used in full; the first problem wins."""
     error: str | None = None
+    """The first problem, in words (the result's `error`)."""
     status: CallStatus = "ok"
+    call_error: str | None = None
+    """Why the last failed judge call failed (the judge outcome's `error`)."""
     usage: Usage = field(default_factory=Usage)
     cost_usd: Decimal = Decimal(0)
     calls: int = 0
@@ -171,6 +174,7 @@ class _JudgeRun:
             self.problem, self.error = problem, message[:2000]
         if call_failed:
             self.status = "timeout" if problem == "judge_deadline" else "error"
+            self.call_error = message[:2000]
 
 
 def _problem(error: Exception) -> tuple[FailureReason, str]:
@@ -240,7 +244,7 @@ class Judge:
         judge = JudgeOutcome(
             model=plan.judge.model,
             status=run.status,
-            error=run.error if run.status != "ok" else None,
+            error=run.call_error,
             analysis_error=run.analysis_error,
             usage=run.usage,
             cost_usd=run.cost_usd,
@@ -369,14 +373,12 @@ class Judge:
         self, run: _JudgeRun, plan: PanelPlan, usable: dict[int, str], on_delta: OnDelta | None
     ) -> None:
         choice = await self._choose(run, plan, usable)
-        if choice is None:
-            return
-        chosen = usable[choice.member] if choice.member is not None else None
-        if choice.member is None or chosen is None:
-            return  # no answer better than the others: the most central one stands
+        if choice is None or choice.member is None:
+            return  # it failed, or found no answer better than the others: the most central one stands
+        chosen = usable[choice.member]
         run.selected_member = choice.member
         corrected = choice.correction
-        if corrected and normalise(corrected) != normalise(chosen):
+        if corrected and normalise(corrected) != normalise(chosen) and is_an_edit(corrected, chosen):
             run.answer, run.source = corrected[: limits.MAX_ANSWER_CHARS], "judge"
         else:
             run.answer, run.source = chosen, "selected"

@@ -51,21 +51,15 @@ class Fences:
         return f"{self.open(tag, attributes)}\n{defuse(text)}\n{self.close(tag)}"
 
     def stop(self) -> list[str]:
-        """Stop sequences for text the judge writes: a judge that starts writing a fence has finished."""
-        # Four: OpenAI's limit. A closing `analysis` or `message` tag is cut by `clean`.
-        return [
-            f"<answer-{self.nonce}",
-            f"</answer-{self.nonce}",
-            f"<message-{self.nonce}",
-            f"<analysis-{self.nonce}",
-        ]
+        """Stop sequences for text the judge writes: any tag with the nonce (small judges echo the fences,
+        or invent tags of their own with it, like `</response-…>`) means it has finished."""
+        return [f"-{self.nonce}"]
 
     def clean(self, text: str) -> str:
-        """Text up to any fence it echoes (for providers that ignore stop sequences), stripped."""
-        for tag in TAGS:
-            for marker in (f"<{tag}-{self.nonce}", f"</{tag}-{self.nonce}"):
-                text = text.split(marker, 1)[0]
-        return text.strip()
+        """Text up to the first echo of the nonce (for providers that ignore stop sequences), without
+        the start of a tag it ends in (what the stop sequence leaves: "…\n</response"), stripped."""
+        head = text.partition(f"-{self.nonce}")[0]
+        return _TAG_START.sub("", head.rstrip()).strip()
 
     def rule(self) -> str:
         return (
@@ -74,6 +68,7 @@ class Fences:
         )
 
 
+_TAG_START = re.compile(r"<\s*/?\s*[A-Za-z_][\w-]*$")
 _OPENERS = r"(?:<|＜|﹤|〈|⟨|&lt;?|&#0*60;?|&#x0*3c;?|\\u003c|%3c)"
 _FENCE_LIKE = re.compile(rf"{_OPENERS}\s*(/?)\s*({'|'.join(TAGS)}|conversation)", re.IGNORECASE)
 _ROLE_LINE = re.compile(r"^(\s*)\[(system|developer|user|assistant)\]", re.IGNORECASE | re.MULTILINE)
@@ -148,10 +143,10 @@ def analysis_schema(count: int) -> dict[str, Any]:
 
 
 def once_schema(count: int) -> dict[str, Any]:
-    """The analysis and then the answer, in one object: the judge thinks before it writes."""
-    schema = analysis_schema(count)
-    schema["properties"]["answer"] = _text(None)
-    schema["required"] = [*schema["required"], "answer"]
+    """The answer, then the analysis it rests on, in one object. The answer comes first so that a judge
+    that runs out of tokens in its analysis has still answered, and so that it streams at once."""
+    analysis = analysis_schema(count)
+    schema = _object({"answer": _text(None), **analysis["properties"]})
     return schema
 
 
@@ -229,10 +224,10 @@ def once_messages(
     system = (
         "You are the judge of a panel of AI assistants that answered the same request independently. "
         + fences.rule()
-        + f" First compare the answers: reply with one JSON object with {_ANALYSIS_KEYS}. Then, as the "
-        'last key, "answer": the single best answer to the request, written from that comparison (keep '
-        "what the answers agree on, settle contradictions, include correct unique insights, cover blind "
-        "spots), addressed to the user, without mentioning the panel. Reply with the JSON object only."
+        + " Compare the answers and write the single best answer to the request: keep what they agree "
+        "on, settle contradictions, include correct unique insights, cover blind spots. Reply with one "
+        'JSON object: first "answer", that answer, addressed to the user, without mentioning the panel; '
+        f"then {_ANALYSIS_KEYS}, naming answers by their numbers. Reply with the JSON object only."
     )
     return [
         ChatMessage(role="system", content=system),
