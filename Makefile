@@ -26,7 +26,7 @@ help:
 	@echo "make bench-markers   judge failovers after 1,000,000 released requests: start-up time, memory, no duplicates (about 18 minutes)"
 	@echo "make fuzz    10,000 malformed records on every consumed topic and bad markers, then hostile but valid requests: each dead-lettered, skipped or answered with its reason (about 2 minutes)"
 	@echo "make eval    the local models alone, the local preset and self-fusion on the shipped short and choice sets: scores, intervals, cost, latency (about an hour)"
-	@echo "make eval-strategies  each fusion strategy on the local models, short and choice sets (about two and a half hours)"
+	@echo "make eval-strategies  each fusion strategy on the local models, short and choice sets (about two hours)"
 	@echo "make chaos   scale-out crash run, 3-broker cluster: 2,000 requests (half via the gateways) while every service is killed, judges paused, judges and workers scaled, a broker killed; lost/duplicated/mismatched printed (about 5 minutes)"
 
 install: $(INSTALLED)
@@ -114,14 +114,15 @@ eval: up
 		--out bench/results/eval-choice --store .cache/eval/choice.sqlite
 
 # The strategy table of docs/evaluation.md: each strategy on the local preset, self-consistency, and
-# the voted configurations on the whole short set (about two and a half hours on 2 cores).
+# the voted configurations on the whole short set (about two hours on 2 cores).
+STRATEGY_CHOICE ?= 30
 eval-strategies: up
 	$(FUSION) eval short --configs bench/eval-strategies.toml --sample $(EVAL_SHORT) --concurrency 1 \
 		--out bench/results/strategies-short --store .cache/eval/strategies-short.sqlite
 	$(FUSION) eval short --configs bench/eval-strategies-all.toml --concurrency 1 \
 		--out bench/results/strategies-short-all --store .cache/eval/strategies-short.sqlite
-	$(FUSION) eval choice --configs bench/eval-strategies.toml --sample $(EVAL_CHOICE) --concurrency 1 \
-		--out bench/results/strategies-choice --store .cache/eval/strategies-choice.sqlite
+	$(FUSION) eval choice --configs bench/eval-strategies-choice.toml --sample $(STRATEGY_CHOICE) \
+		--concurrency 1 --out bench/results/strategies-choice --store .cache/eval/strategies-choice.sqlite
 
 bench-gateway: install
 	$(BIN)/python -m bench.gateway_overhead

@@ -29,7 +29,12 @@ async def test_preset_local_fuses_three_real_model_answers(local_models: str, cl
     if result.status == "partial":
         assert result.failure_reason in ("judge_invalid_json", "judge_schema_mismatch"), result.error
     assert result.strategy == "synthesize"
-    assert result.answer_source == "judge"
+    assert result.judge is not None
+    if result.answer_source == "best_member":  # the small judge's final call failed, and says why
+        assert result.status == "partial"
+        assert result.judge.error
+    else:
+        assert result.answer_source == "judge"
     assert result.answer
     assert result.answer.strip()
     assert [member.model for member in result.members] == ["smollm2-135m", "smollm2-135m", "gemma3-270m"]
@@ -38,7 +43,6 @@ async def test_preset_local_fuses_three_real_model_answers(local_models: str, cl
         assert member.text
         assert member.usage.input_tokens > 0
         assert member.usage.output_tokens > 0
-    assert result.judge is not None
     assert result.judge.usage.output_tokens > 0
     assert result.usage.total.output_tokens == sum(m.usage.output_tokens for m in result.members) + (
         result.judge.usage.output_tokens

@@ -380,6 +380,9 @@ class JudgeService:
             request_id=plan.request_id,
             status=result.status,
             source=result.answer_source,
+            strategy=result.strategy,
+            failure_reason=result.failure_reason,
+            judge_error=result.judge.error if result.judge else None,
             total_ms=round(result.timings.total_ms),
         )
 
