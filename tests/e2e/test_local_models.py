@@ -90,7 +90,10 @@ async def test_the_openai_sdk_gets_fused_answers_from_the_local_models(
     assert "".join(pieces).strip()
     assert fusion is not None
     assert fusion["status"] in ("complete", "partial")
-    assert fusion["answer_source"] == "judge"
-    assert len(pieces) > 1
+    assert fusion["answer_source"] in ("judge", "best_member")  # best_member: the judge failed, said why
+    if fusion["answer_source"] == "judge":
+        assert len(pieces) > 1  # the judge's words, as it wrote them
+    else:
+        assert fusion["failure_reason"]
     assert first_content_s is not None
     assert first_content_s < streamed_s
