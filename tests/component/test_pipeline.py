@@ -23,6 +23,7 @@ async def test_a_request_becomes_one_fused_result() -> None:
     request = FusionRequest(
         request_id="req-e2e",
         preset="local",
+        strategy="synthesize",  # the two judge calls, whatever the preset's default
         messages=[ChatMessage(role="user", content="Why is the sky blue?")],
     )
     async with TestKafkaBroker(broker) as test_broker:
