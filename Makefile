@@ -115,7 +115,7 @@ eval: up
 
 # The strategy table of docs/evaluation.md: each strategy on the local preset, self-consistency, and
 # the voted configurations on the whole short set (about two hours on 2 cores).
-STRATEGY_CHOICE ?= 30
+STRATEGY_CHOICE ?= 20
 eval-strategies: up
 	$(FUSION) eval short --configs bench/eval-strategies.toml --sample $(EVAL_SHORT) --concurrency 1 \
 		--out bench/results/strategies-short --store .cache/eval/strategies-short.sqlite
