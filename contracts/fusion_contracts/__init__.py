@@ -1,7 +1,18 @@
 """Fusion's message contracts: the Pydantic models of every Kafka message, and the topic names."""
 
 from fusion_contracts import limits, topics
-from fusion_contracts.common import CallStatus, ChatMessage, FailureReason, ModelSpec, Strategy, Usage
+from fusion_contracts.common import (
+    CallStatus,
+    ChatMessage,
+    FailureReason,
+    ModelSpec,
+    Source,
+    Strategy,
+    ToolCounts,
+    ToolSpec,
+    ToolType,
+    Usage,
+)
 from fusion_contracts.dead_letter import DeadLetter
 from fusion_contracts.panel import AnswersMessage, PanelAnswer, PanelPlan, PanelRejection, PanelTask
 from fusion_contracts.request import FusionRequest, Policy, ReplyTo
@@ -55,9 +66,13 @@ __all__ = [
     "ReplyMessage",
     "ReplyTo",
     "ResultStatus",
+    "Source",
     "Stance",
     "Strategy",
     "Timings",
+    "ToolCounts",
+    "ToolSpec",
+    "ToolType",
     "Usage",
     "UsageSummary",
     "limits",

@@ -4,9 +4,17 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    field_validator,
+    model_validator,
+)
 
-from fusion_contracts.limits import MAX_ID_CHARS
+from fusion_contracts.limits import MAX_ID_CHARS, MAX_TOOL_RESULTS
 
 
 def _readers_ignore_unknown_fields(schema: dict[str, Any]) -> None:
@@ -144,6 +152,59 @@ partial: some_members_failed; judge_invalid_json (the judge's analysis or choice
 judge_schema_mismatch (JSON, but not the shape asked for), judge_upstream_error (the judge's call
 failed), judge_empty (the judge wrote nothing), judge_deadline (the judge ran out of time). A judge's
 reason wins over some_members_failed when both apply."""
+
+
+ToolType = Literal["web_search", "web_fetch", "search_documents", "mcp"]
+"""The research tools a panel member may be given (docs/research.md)."""
+
+
+class ToolSpec(Contract):
+    """One research tool offered to every member of a panel, with its parameters."""
+
+    type: ToolType
+    max_results: int | None = Field(
+        default=None, ge=1, le=MAX_TOOL_RESULTS, description="web_search, search_documents: results per call."
+    )
+    allowed_domains: list[Annotated[str, Field(min_length=1, max_length=253)]] | None = Field(
+        default=None,
+        max_length=50,
+        description="web_search, web_fetch: only these domains (and their subdomains); any when None.",
+    )
+    excluded_domains: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=50, description="web_search, web_fetch: never these domains."
+    )
+    backend: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="web_search: a search backend of the catalog; its default when None."
+    )
+    server: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="mcp: the MCP server of the catalog whose tools are offered."
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "ToolSpec":
+        if (self.type == "mcp") != (self.server is not None):
+            raise ValueError("`server` names the MCP server of an `mcp` tool, and only of one")
+        if self.backend is not None and self.type != "web_search":
+            raise ValueError("`backend` is for web_search only")
+        domains = self.allowed_domains is not None or self.excluded_domains
+        if domains and self.type not in ("web_search", "web_fetch"):
+            raise ValueError("domain filters are for web_search and web_fetch only")
+        if self.max_results is not None and self.type not in ("web_search", "search_documents"):
+            raise ValueError("`max_results` is for web_search and search_documents only")
+        return self
+
+
+class Source(Contract):
+    """A page or document a member read through a tool and may cite."""
+
+    url: str = Field(min_length=1, max_length=2_000, description="A web URL, or file:// for a document.")
+    title: str = Field(default="", max_length=500)
+
+
+ToolCounts = Annotated[
+    dict[Annotated[str, Field(max_length=100)], NonNegativeInt],
+    Field(description="Tool calls made, by tool name (as OpenRouter's server_tool_use counts them)."),
+]
 
 
 def request_digest(raw: bytes) -> str:

@@ -20,3 +20,11 @@ MAX_ID_CHARS: Final = 128
 MAX_DEAD_LETTER_RAW_BYTES: Final = 64 * 1024
 MAX_DEAD_LETTER_KEY_BYTES: Final = 1024
 """A dead letter keeps at most this much of the original key, in its body and as its own key."""
+DEFAULT_MAX_TOOL_CALLS: Final = 4
+MAX_TOOL_CALLS: Final = 16
+"""A member's research: tool calls per answer, then one last turn without tools."""
+MAX_TOOLS: Final = 8
+"""Tool specs per request or preset."""
+MAX_TOOL_RESULTS: Final = 20
+MAX_SOURCES: Final = 64
+"""Sources kept per member answer and per result."""

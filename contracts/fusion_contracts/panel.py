@@ -16,10 +16,21 @@ from fusion_contracts.common import (
     RequestDigest,
     RequestId,
     SchemaVersion,
+    Source,
     Strategy,
+    ToolCounts,
+    ToolSpec,
     Usage,
 )
-from fusion_contracts.limits import MAX_ANSWER_CHARS, MAX_PANEL_MEMBERS, SCHEMA_VERSION
+from fusion_contracts.limits import (
+    DEFAULT_MAX_TOOL_CALLS,
+    MAX_ANSWER_CHARS,
+    MAX_PANEL_MEMBERS,
+    MAX_SOURCES,
+    MAX_TOOL_CALLS,
+    MAX_TOOLS,
+    SCHEMA_VERSION,
+)
 from fusion_contracts.request import ReplyTo
 
 
@@ -34,6 +45,8 @@ class PanelTask(Contract):
     messages: list[ChatMessage] = Field(min_length=1)
     deadline_at: Instant = Field(description="The member's answer is useless after this instant.")
     dispatched_at: Instant
+    tools: list[ToolSpec] = Field(default_factory=list, max_length=MAX_TOOLS, description="None: no research.")
+    max_tool_calls: int = Field(default=DEFAULT_MAX_TOOL_CALLS, ge=1, le=MAX_TOOL_CALLS)
 
 
 class PanelPlan(Contract):
@@ -78,6 +91,12 @@ class PanelAnswer(Contract):
     latency_ms: NonNegativeFloat
     finished_at: Instant
     worker: str = Field(default="", max_length=200)
+    sources: list[Source] = Field(
+        default_factory=list,
+        max_length=MAX_SOURCES,
+        description="What the member's tools returned, in order: the answer cites them as [n], from 1.",
+    )
+    tool_calls: ToolCounts = Field(default_factory=dict)
 
 
 class PanelRejection(Contract):

@@ -14,6 +14,7 @@ from fusion_contracts.common import (
     RequestId,
     SchemaVersion,
     Strategy,
+    ToolSpec,
     utc_now,
 )
 from fusion_contracts.limits import (
@@ -24,6 +25,8 @@ from fusion_contracts.limits import (
     MAX_MESSAGES,
     MAX_PANEL_MEMBERS,
     MAX_PROMPT_CHARS,
+    MAX_TOOL_CALLS,
+    MAX_TOOLS,
     SCHEMA_VERSION,
 )
 
@@ -74,6 +77,14 @@ class FusionRequest(Contract):
     strategy: Strategy | None = Field(default=None, description="How to fuse; the preset's by default.")
     analysis_temperature: float | None = Field(
         default=None, ge=0.0, le=2.0, description="The judge's temperature when it analyses or chooses; 0."
+    )
+    tools: list[ToolSpec] | None = Field(
+        default=None,
+        max_length=MAX_TOOLS,
+        description="Research tools for every member; the preset's when None, none when [].",
+    )
+    max_tool_calls: int | None = Field(
+        default=None, ge=1, le=MAX_TOOL_CALLS, description="Tool calls per member answer; the preset's."
     )
     submitted_at: Instant = Field(default_factory=utc_now)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=32)

@@ -14,11 +14,13 @@ from fusion_contracts.common import (
     RequestDigest,
     RequestId,
     SchemaVersion,
+    Source,
     Strategy,
+    ToolCounts,
     Usage,
     utc_now,
 )
-from fusion_contracts.limits import MAX_ANSWER_CHARS, SCHEMA_VERSION
+from fusion_contracts.limits import MAX_ANSWER_CHARS, MAX_SOURCES, SCHEMA_VERSION
 
 ResultStatus = Literal["complete", "partial", "failed", "rejected"]
 """complete: every member and every judge call succeeded. partial (degraded): there is an answer, but
@@ -96,6 +98,10 @@ class MemberOutcome(Contract):
     cost_usd: Decimal = Field(default=Decimal(0), ge=0)
     latency_ms: NonNegativeFloat | None = None
     finished_at: Instant | None = None
+    sources: list[Source] = Field(
+        default_factory=list, max_length=MAX_SOURCES, description="What its tools returned; [n] in its text."
+    )
+    tool_calls: ToolCounts = Field(default_factory=dict)
 
 
 class JudgeOutcome(Contract):
@@ -157,6 +163,11 @@ class FusedResult(Contract):
     failure_reason: FailureReason | None = Field(default=None, description="The same, as a code.")
     timings: Timings
     answered: NonNegativeInt = Field(default=0, description="Members that answered ok.")
+    sources: list[Source] = Field(
+        default_factory=list,
+        max_length=MAX_SOURCES,
+        description="The panel's sources, deduplicated: the answer cites them as [n], from 1.",
+    )
 
 
 class AnswerChunk(Contract):

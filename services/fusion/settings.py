@@ -94,6 +94,21 @@ class Settings(BaseSettings):
     )
     gateway_tool_rounds: int = Field(default=4, ge=1, description="Model turns in a fusion-as-tool loop.")
 
+    fetch_allow_hosts: list[str] = Field(
+        default=[],
+        description="Private hosts web_fetch may reach on purpose: names, addresses or CIDR ranges, each "
+        "optionally with :port. Everything private, loopback, link-local or metadata is refused otherwise.",
+    )
+    fetch_max_bytes: int = Field(default=2_000_000, ge=1024, description="A page larger is cut here.")
+    fetch_timeout_s: float = Field(default=15.0, gt=0, description="A whole fetch, redirects included.")
+    fetch_max_redirects: int = Field(default=5, ge=0)
+    tool_result_chars: int = Field(
+        default=8_000, ge=500, description="What a member reads of one tool result; the rest is cut."
+    )
+    document_index: Path = Field(
+        default=Path(".cache/documents.sqlite"), description="The search_documents index (fusion index add)."
+    )
+
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
