@@ -46,3 +46,9 @@ def domain_matches(host: str, domains: list[str]) -> bool:
         if domain and (host == domain or host.endswith("." + domain)):
             return True
     return False
+
+
+CALLER_HEADER = "X-Fusion-Caller"
+"""Sent with every HTTP request a panel worker makes (model calls, fetches, searches, MCP): a Fusion
+gateway refuses requests that carry it, so a panel member can never call Fusion itself."""
+CALLER = "panel-worker"
