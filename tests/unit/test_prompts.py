@@ -3,13 +3,12 @@
 import re
 
 import pytest
+from fusion.fences import Fences, defuse
 from fusion.judge.prompts import (
     ANALYSIS_FIELDS,
-    Fences,
     LabelledAnswer,
     analysis_messages,
     analysis_schema,
-    defuse,
     final_messages,
     label_answers,
     once_messages,

@@ -16,7 +16,8 @@ from typing import Any, cast
 import httpx
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaMessage
-from fusion.judge.prompts import Fences, LabelledAnswer, final_messages
+from fusion.fences import Fences
+from fusion.judge.prompts import LabelledAnswer, final_messages
 from fusion.kafka.batches import Fetched, each_record, hand_over, whole_message
 from fusion.models import ModelCall
 from fusion.models.anthropic import AnthropicModel

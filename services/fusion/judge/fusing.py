@@ -38,10 +38,10 @@ from fusion_contracts import (
 
 from fusion.answer_text import normalise
 from fusion.clock import seconds_until, utc_now
+from fusion.fences import Fences
 from fusion.judge.best_answer import is_an_edit, most_central
 from fusion.judge.json_reply import JudgeReplyError, first_json_object
 from fusion.judge.prompts import (
-    Fences,
     LabelledAnswer,
     analysis_messages,
     analysis_schema,

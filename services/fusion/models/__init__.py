@@ -1,6 +1,17 @@
 """Model adapters: one per API shape, picked from a registry by the catalog's `api` field."""
 
-from fusion.models.base import ChatModel, CompletesChat, ModelCall, ModelReply, OnDelta
+from fusion.models.base import (
+    ChatModel,
+    CompletesChat,
+    ModelCall,
+    ModelReply,
+    OnDelta,
+    ToolCall,
+    ToolChoice,
+    ToolDefinition,
+    ToolRound,
+    UsesTools,
+)
 from fusion.models.errors import (
     ModelConfigError,
     ModelError,
@@ -23,4 +34,9 @@ __all__ = [
     "ModelRouter",
     "ModelUnavailable",
     "OnDelta",
+    "ToolCall",
+    "ToolChoice",
+    "ToolDefinition",
+    "ToolRound",
+    "UsesTools",
 ]

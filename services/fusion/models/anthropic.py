@@ -6,7 +6,7 @@ from typing import Any
 
 from fusion_contracts import Usage
 
-from fusion.models.base import ModelCall, ModelReply, OnDelta
+from fusion.models.base import ModelCall, ModelReply, OnDelta, ToolCall, ToolRound
 from fusion.models.errors import ModelConfigError, ModelResponseError
 from fusion.models.http import HttpAdapter, tokens
 
@@ -15,6 +15,46 @@ DEFAULT_MAX_TOKENS = 4096
 """Anthropic requires `max_tokens`; this is used when the member sets none."""
 THINKING_BUDGET = {"low": 1024, "medium": 4096, "high": 16384}
 """Extended thinking budgets for `reasoning_effort`."""
+
+
+def _input(arguments: str) -> dict[str, Any]:
+    """A call's arguments as the object Anthropic's `tool_use` block holds ({} when not an object)."""
+    try:
+        value = json.loads(arguments)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _rounds(rounds: tuple[ToolRound, ...]) -> list[dict[str, Any]]:
+    """Each tool round as Anthropic's messages: the assistant's `tool_use` blocks, then the user's
+    `tool_result` blocks."""
+    messages: list[dict[str, Any]] = []
+    for round_ in rounds:
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": round_.text}] if round_.text else []
+        blocks += [
+            {"type": "tool_use", "id": c.id, "name": c.name, "input": _input(c.arguments)}
+            for c in round_.calls
+        ]
+        messages.append({"role": "assistant", "content": blocks})
+        results = [
+            {"type": "tool_result", "tool_use_id": c.id, "content": result}
+            for c, result in zip(round_.calls, round_.results, strict=True)
+        ]
+        messages.append({"role": "user", "content": results})
+    return messages
+
+
+def _tool_calls(blocks: list[Any]) -> tuple[ToolCall, ...]:
+    return tuple(
+        ToolCall(
+            id=str(block.get("id") or f"call_{n}"),
+            name=block["name"],
+            arguments=json.dumps(block.get("input") or {}),
+        )
+        for n, block in enumerate(blocks)
+        if isinstance(block, dict) and block.get("type") == "tool_use" and isinstance(block.get("name"), str)
+    )
 
 
 class AnthropicModel(HttpAdapter):
@@ -38,6 +78,13 @@ class AnthropicModel(HttpAdapter):
             payload["system"] = (system + "\n\n" if system else "") + "Reply with one JSON object only."
         if call.stop:
             payload["stop_sequences"] = list(call.stop)
+        if call.tools:
+            payload["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                for t in call.tools
+            ]
+            payload["tool_choice"] = {"type": call.tool_choice}
+        payload["messages"].extend(_rounds(call.rounds))
         if call.reasoning_effort is not None:
             budget = THINKING_BUDGET[call.reasoning_effort]
             payload["thinking"] = {"type": "enabled", "budget_tokens": budget}
@@ -76,6 +123,7 @@ class AnthropicModel(HttpAdapter):
                 input_tokens=tokens(usage.get("input_tokens")),
                 output_tokens=tokens(usage.get("output_tokens")),
             ),
+            tool_calls=_tool_calls(blocks),
         )
 
     async def _stream(self, call: ModelCall, on_delta: OnDelta) -> ModelReply:

@@ -3,9 +3,39 @@
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from fusion_contracts import ChatMessage, ModelSpec, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDefinition:
+    """A tool as the model is told of it: its name, what it does, and its arguments' JSON Schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+    """As the model wrote them: JSON text that may be invalid."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRound:
+    """One model turn that called tools, and what the tools returned (a text per call, in order)."""
+
+    calls: tuple[ToolCall, ...]
+    results: tuple[str, ...]
+    text: str = ""
+    """What the model wrote alongside its calls, if anything."""
+
+
+ToolChoice = Literal["auto", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +50,11 @@ class ModelCall:
     json_schema: dict[str, Any] | None = None
     """Ask for a JSON reply that follows this schema, where the provider supports it."""
     stop: tuple[str, ...] = ()
+    tools: tuple[ToolDefinition, ...] = ()
+    tool_choice: ToolChoice = "auto"
+    """"none": the tools stay listed (the rounds refer to them) but the model must answer."""
+    rounds: tuple[ToolRound, ...] = ()
+    """Tool rounds so far, after `messages`."""
 
     @classmethod
     def for_spec(
@@ -29,6 +64,10 @@ class ModelCall:
         messages: list[ChatMessage],
         json_schema: dict[str, Any] | None = None,
         stop: Sequence[str] = (),
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        tool_choice: ToolChoice = "auto",
+        rounds: Sequence[ToolRound] = (),
     ) -> "ModelCall":
         if spec.system_prompt:
             messages = [ChatMessage(role="system", content=spec.system_prompt), *messages]
@@ -42,6 +81,9 @@ class ModelCall:
             reasoning_effort=spec.reasoning_effort,
             json_schema=json_schema,
             stop=tuple(stop),
+            tools=tuple(tools),
+            tool_choice=tool_choice,
+            rounds=tuple(rounds),
         )
 
 
@@ -52,6 +94,8 @@ class ModelReply:
     cost_usd: Decimal | None = None
     """From an adapter: the cost the provider reported, if any. From the `ModelRouter`: the call's cost,
     reported or priced from the catalog."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The tools the model asked to run, when it was offered some."""
 
 
 OnDelta = Callable[[str], Awaitable[None]]
@@ -84,5 +128,20 @@ class CompletesChat(Protocol):
         *,
         stop: Sequence[str] = (),
         on_delta: OnDelta | None = None,
+        deadline: float | None = None,
+    ) -> ModelReply: ...
+
+
+class UsesTools(CompletesChat, Protocol):
+    """A `CompletesChat` that can also offer tools (the `ModelRouter`): for panel members' research."""
+
+    async def complete_with_tools(
+        self,
+        spec: ModelSpec,
+        messages: list[ChatMessage],
+        tools: Sequence[ToolDefinition],
+        rounds: Sequence[ToolRound],
+        *,
+        tool_choice: ToolChoice = "auto",
         deadline: float | None = None,
     ) -> ModelReply: ...

@@ -8,13 +8,53 @@ from typing import Any
 import httpx
 from fusion_contracts import Usage
 
-from fusion.models.base import ModelCall, ModelReply, OnDelta
+from fusion.models.base import ModelCall, ModelReply, OnDelta, ToolCall, ToolRound
 from fusion.models.errors import ModelResponseError
 from fusion.models.http import Endpoint, HttpAdapter, reported_cost, tokens
 
 
 def _cost(usage: object) -> Decimal | None:
     return reported_cost(usage.get("cost")) if isinstance(usage, dict) else None
+
+
+def _rounds(rounds: tuple[ToolRound, ...]) -> list[dict[str, Any]]:
+    """Each tool round as chat messages: the assistant's calls, then one `tool` message per call."""
+    messages: list[dict[str, Any]] = []
+    for round_ in rounds:
+        calls = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in round_.calls
+        ]
+        messages.append({"role": "assistant", "content": round_.text or None, "tool_calls": calls})
+        messages.extend(
+            {"role": "tool", "tool_call_id": c.id, "content": result}
+            for c, result in zip(round_.calls, round_.results, strict=True)
+        )
+    return messages
+
+
+def _tool_calls(message: dict[str, Any]) -> tuple[ToolCall, ...]:
+    """The calls of a reply's message; a call without an id gets one (some servers send none)."""
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list):
+        return ()
+    found: list[ToolCall] = []
+    for number, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            continue
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):  # some servers send an object
+            arguments = json.dumps(arguments) if arguments is not None else "{}"
+        call_id = call.get("id")
+        found.append(
+            ToolCall(
+                id=call_id if isinstance(call_id, str) and call_id else f"call_{number}",
+                name=function["name"],
+                arguments=arguments,
+            )
+        )
+    return tuple(found)
 
 
 def _usage(usage: object) -> Usage:
@@ -55,6 +95,16 @@ class OpenAICompatModel(HttpAdapter):
         payload.update({key: value for key, value in optional.items() if value is not None})
         if call.stop:
             payload["stop"] = list(call.stop)
+        if call.tools:
+            payload["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in call.tools
+            ]
+            payload["tool_choice"] = call.tool_choice
+        payload["messages"].extend(_rounds(call.rounds))
         if call.json_schema is not None and self._structured_output == "json_schema":
             payload["response_format"] = {
                 "type": "json_schema",
@@ -133,9 +183,15 @@ class OpenAICompatModel(HttpAdapter):
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ModelResponseError(f"{self._provider} answered with malformed JSON: {error}") from error
         try:
-            text = body["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError) as error:
+            message = body["choices"][0]["message"]
+            text = message.get("content")
+        except (KeyError, IndexError, TypeError, AttributeError) as error:
             raise ModelResponseError(f"{self._provider} reply has no choices[0].message.content") from error
+        calls = _tool_calls(message)
+        if text is None and calls:
+            text = ""
         if not isinstance(text, str):
             raise ModelResponseError(f"{self._provider} reply content is not text")
-        return ModelReply(text=text, usage=_usage(body.get("usage")), cost_usd=_cost(body.get("usage")))
+        return ModelReply(
+            text=text, usage=_usage(body.get("usage")), cost_usd=_cost(body.get("usage")), tool_calls=calls
+        )

@@ -10,13 +10,22 @@ from fusion_contracts import ChatMessage, ModelSpec
 from fusion.catalog import Catalog, CatalogError, Provider
 from fusion.costs import call_cost
 from fusion.models.anthropic import API_VERSION, AnthropicModel
-from fusion.models.base import ChatModel, ModelCall, ModelReply, OnDelta
+from fusion.models.base import (
+    ChatModel,
+    ModelCall,
+    ModelReply,
+    OnDelta,
+    ToolChoice,
+    ToolDefinition,
+    ToolRound,
+)
 from fusion.models.errors import ModelConfigError
 from fusion.models.http import Endpoint
 from fusion.models.openai_compat import OpenAICompatModel
 from fusion.models.resilience import ProviderLimits, RetryPolicy, with_retries
 from fusion.models.transport import AiohttpTransport
 from fusion.observability.tracing import model_call_span
+from fusion.research.base import CALLER_HEADER
 
 AdapterFactory = Callable[[str, Provider, httpx.AsyncBaseTransport | None], ChatModel]
 
@@ -27,7 +36,9 @@ def _endpoint(
     return Endpoint(
         base_url=provider.base_url,
         transport=transport or AiohttpTransport(provider.max_concurrency),
-        headers=headers,
+        # Marks the call as Fusion's own: a Fusion gateway refuses it, so no model of a panel or a
+        # judge can be Fusion itself (a loop).
+        headers={**headers, CALLER_HEADER: "fusion"},
         timeout=httpx.Timeout(provider.timeout_s, connect=10.0),
     )
 
@@ -99,13 +110,47 @@ class ModelRouter:
         deadline: float | None = None,
     ) -> ModelReply:
         """`deadline` is a `time.monotonic()` instant past which no retry starts."""
+        return await self._call(
+            spec,
+            lambda model_id: ModelCall.for_spec(model_id, spec, messages, json_schema, stop),
+            on_delta,
+            deadline,
+        )
+
+    async def complete_with_tools(
+        self,
+        spec: ModelSpec,
+        messages: list[ChatMessage],
+        tools: Sequence[ToolDefinition],
+        rounds: Sequence[ToolRound],
+        *,
+        tool_choice: ToolChoice = "auto",
+        deadline: float | None = None,
+    ) -> ModelReply:
+        """One turn of a tool loop: the model sees the tools and the rounds so far."""
+        return await self._call(
+            spec,
+            lambda model_id: ModelCall.for_spec(
+                model_id, spec, messages, tools=tools, tool_choice=tool_choice, rounds=rounds
+            ),
+            None,
+            deadline,
+        )
+
+    async def _call(
+        self,
+        spec: ModelSpec,
+        build: Callable[[str], ModelCall],
+        on_delta: OnDelta | None,
+        deadline: float | None,
+    ) -> ModelReply:
         try:
             model = self._catalog.model(spec.model)
         except CatalogError as error:
             raise ModelConfigError(str(error)) from error
         adapter = self._adapter(model.provider)
         limits = self._limits[model.provider]
-        call = ModelCall.for_spec(model.id, spec, messages, json_schema, stop)
+        call = build(model.id)
         # A streamed call is not retried once text has gone out: the deltas cannot be taken back.
         retry = self._retry if on_delta is None else RetryPolicy(attempts=1)
         provider = self._catalog.providers[model.provider]

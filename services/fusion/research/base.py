@@ -41,8 +41,8 @@ def domain_matches(host: str, domains: list[str]) -> bool:
     """Whether `host` is one of `domains` or a subdomain of one (case-insensitive, a leading "*." or
     "." ignored)."""
     host = host.lower().rstrip(".")
-    for domain in domains:
-        domain = domain.lower().strip().removeprefix("*.").lstrip(".").rstrip(".")
+    for entry in domains:
+        domain = entry.lower().strip().removeprefix("*.").strip(".")
         if domain and (host == domain or host.endswith("." + domain)):
             return True
     return False
