@@ -10,7 +10,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-TAGS = ("answer", "message", "analysis", "tool-result")
+TAGS = ("answer", "message", "analysis", "sources", "tool-result")
 
 
 @dataclass(frozen=True, slots=True)

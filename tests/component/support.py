@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from faststream.kafka import KafkaBroker, KafkaMessage
 from fusion.kafka.codec import decode
-from fusion.models import ModelError, ModelReply, OnDelta
+from fusion.models import ModelError, ModelReply, OnDelta, ToolChoice, ToolDefinition, ToolRound
 from fusion.observability.metrics import FusionMetrics
 from fusion_contracts import (
     AnswersMessage,
@@ -60,6 +60,19 @@ class FakeModels:
     fail: set[str] = field(default_factory=set)
     crash: set[str] = field(default_factory=set)
     calls: list[tuple[ModelSpec, list[ChatMessage], dict[str, Any] | None]] = field(default_factory=list)
+
+    async def complete_with_tools(
+        self,
+        spec: ModelSpec,
+        messages: list[ChatMessage],
+        tools: Sequence[ToolDefinition],
+        rounds: Sequence[ToolRound],
+        *,
+        tool_choice: ToolChoice = "auto",
+        deadline: float | None = None,
+    ) -> ModelReply:
+        """Never calls a tool: answers as `complete` does."""
+        return await self.complete(spec, messages, deadline=deadline)
 
     async def complete(
         self,

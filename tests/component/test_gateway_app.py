@@ -281,7 +281,7 @@ async def test_a_fused_completion(catalog: Catalog) -> None:
     assert body["id"] == f"chatcmpl-{request.request_id}"
     assert body["object"] == "chat.completion"
     assert body["model"] == "fusion/solo"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": ANSWER}
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": ANSWER, "annotations": []}
     assert body["choices"][0]["finish_reason"] == "stop"
     assert tokens(body["usage"]) == {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42}
     assert body["fusion"]["status"] == "complete"
@@ -1095,3 +1095,21 @@ async def test_health_fails_while_the_reply_topic_is_not_read_and_only_then(cata
     assert stuck.json()["status"] == "stuck"
     assert healthy.status_code == 200
     assert healthy.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("header", ["X-Fusion-Caller", "x-fusion-caller"])
+async def test_a_call_from_a_fusion_service_is_refused_as_a_loop(catalog: Catalog, header: str) -> None:
+    async with harness(catalog) as h:
+        fused = await h.client.post("/v1/chat/completions", json=ask(), headers={header: "panel-worker"})
+        passed = await h.client.post(
+            "/v1/chat/completions", json=ask(model="alpha"), headers={header: "fusion"}
+        )
+        plain = await h.chat(ask())
+
+    for response in (fused, passed):
+        assert response.status_code == 403
+        error = error_of(response)
+        assert error["code"] == "fusion_loop"
+        assert "Fusion cannot call itself" in error["message"]
+    assert plain.status_code == 200
+    assert h.gateway._in_flight == 0

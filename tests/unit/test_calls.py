@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fusion.models import ModelHTTPError, ModelReply, OnDelta
+from fusion.models import ModelHTTPError, ModelReply, OnDelta, ToolChoice, ToolDefinition, ToolRound
 from fusion.panel_worker.calls import answer_task
 from fusion_contracts import ChatMessage, ModelSpec, PanelTask, Usage, limits
 
@@ -17,6 +17,19 @@ class FakeModels:
     reply: ModelReply | Exception = field(default_factory=lambda: ModelReply("  An answer.  ", Usage()))
     delay_s: float = 0.0
     calls: list[tuple[ModelSpec, list[ChatMessage], dict[str, Any] | None]] = field(default_factory=list)
+
+    async def complete_with_tools(
+        self,
+        spec: ModelSpec,
+        messages: list[ChatMessage],
+        tools: Sequence[ToolDefinition],
+        rounds: Sequence[ToolRound],
+        *,
+        tool_choice: ToolChoice = "auto",
+        deadline: float | None = None,
+    ) -> ModelReply:
+        """Never calls a tool: answers as `complete` does."""
+        return await self.complete(spec, messages, deadline=deadline)
 
     async def complete(
         self,

@@ -24,6 +24,7 @@ from fusion_contracts import (
     ModelSpec,
     Policy,
     ReplyTo,
+    Source,
     Timings,
     Usage,
     UsageSummary,
@@ -484,7 +485,7 @@ def test_completion_shape() -> None:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "The fused answer."},
+                "message": {"role": "assistant", "content": "The fused answer.", "annotations": []},
                 "finish_reason": "stop",
                 "logprobs": None,
             }
@@ -643,3 +644,69 @@ def test_a_rejected_result_carries_its_reason_as_the_code(reason: str) -> None:
     error = translate.result_error(result)
     assert error is not None
     assert (error.status, error.code) == (400, reason)
+
+
+# --- research tools and sources ------------------------------------------------------------------
+
+
+def test_tools_and_their_limit_come_from_the_fusion_options(catalog: Catalog) -> None:
+    tools = [
+        {"type": "web_search", "max_results": 3, "allowed_domains": ["example.org"]},
+        {"type": "web_fetch"},
+    ]
+    request = fusion_request(catalog, body(fusion={"tools": tools, "max_tool_calls": 6}))
+    assert [tool.type for tool in request.tools or []] == ["web_search", "web_fetch"]
+    assert request.tools is not None
+    assert request.tools[0].allowed_domains == ["example.org"]
+    assert request.max_tool_calls == 6
+
+
+def test_no_tools_option_leaves_the_presets_and_an_empty_list_turns_them_off(catalog: Catalog) -> None:
+    assert fusion_request(catalog, body()).tools is None
+    assert fusion_request(catalog, body(fusion={"tools": []})).tools == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"tools": [{"type": "telnet"}]},
+        {"tools": [{"type": "mcp"}]},
+        {"tools": [{"type": "web_fetch", "max_results": 3}]},
+        {"tools": [{"type": "web_search"}], "max_tool_calls": 17},
+    ],
+)
+def test_invalid_tools_are_a_400(catalog: Catalog, options: dict[str, Any]) -> None:
+    with pytest.raises(GatewayError) as error:
+        fusion_request(catalog, body(fusion=options))
+    assert invalid(error, "fusion")
+
+
+def test_sources_become_annotations_and_tool_calls_server_tool_use() -> None:
+    page = Source(url="https://site.example/kestrel", title="Kestrel Bridge")
+    unused = Source(url="https://site.example/other", title="Other")
+    result = a_result(
+        answer="It opened in 1937 [1].\n\nSources:\n[1] Kestrel Bridge <https://site.example/kestrel>"
+    )
+    members = [
+        result.members[0].model_copy(update={"sources": [page, unused], "tool_calls": {"web_search": 2}})
+    ]
+    members.append(result.members[1].model_copy(update={"tool_calls": {"web_search": 1, "web_fetch": 1}}))
+    result = result.model_copy(update={"sources": [page, unused], "members": members})
+
+    response = translate.completion(result, "fusion", CREATED)
+
+    (note,) = response["choices"][0]["message"]["annotations"]
+    assert note["type"] == "url_citation"
+    citation = note["url_citation"]
+    assert citation["url"] == page.url
+    assert (
+        response["choices"][0]["message"]["content"][citation["start_index"] : citation["end_index"]] == "[1]"
+    )
+    assert response["usage"]["server_tool_use"] == {"web_search_requests": 3, "web_fetch_requests": 1}
+    summary = response["fusion"]
+    assert summary["sources"] == [page.model_dump(), unused.model_dump()]
+    assert summary["members"][0]["tool_calls"] == {"web_search": 2}
+
+
+def test_no_tools_means_no_server_tool_use() -> None:
+    assert "server_tool_use" not in translate.completion(a_result(), "fusion", CREATED)["usage"]

@@ -12,6 +12,7 @@ from fusion_contracts import (
     PanelTask,
     Strategy,
     Timings,
+    ToolSpec,
 )
 
 from fusion.catalog import Catalog, CatalogError
@@ -36,11 +37,13 @@ class _Panel:
     judge: ModelSpec
     quorum: int | None
     strategy: Strategy
+    tools: list[ToolSpec]
+    max_tool_calls: int
 
 
 def _resolve_panel(request: FusionRequest, catalog: Catalog) -> _Panel:
-    """The request's panel, judge and strategy, each its own or else its preset's (a custom panel's
-    preset is the catalog's default)."""
+    """The request's panel, judge, strategy and tools, each its own or else its preset's (a custom
+    panel's preset is the catalog's default, but its tools are only those the request names)."""
     if request.panel is not None:
         preset = catalog.preset(catalog.default_preset)
         members = request.panel
@@ -52,7 +55,15 @@ def _resolve_panel(request: FusionRequest, catalog: Catalog) -> _Panel:
     judge = request.judge or preset.judge
     for spec in [*members, judge]:
         catalog.model(spec.model)
-    return _Panel(members, judge, quorum, request.strategy or preset.strategy)
+    preset_tools = preset.tools if request.panel is None else []
+    return _Panel(
+        members,
+        judge,
+        quorum,
+        request.strategy or preset.strategy,
+        request.tools if request.tools is not None else preset_tools,
+        request.max_tool_calls or preset.max_tool_calls,
+    )
 
 
 def plan_request(
@@ -65,6 +76,8 @@ def plan_request(
         return Rejection(str(error))
 
     members, judge = panel.members, panel.judge
+    if problem := catalog.tools_problem(panel.tools):
+        return Rejection(f"tools: {problem}")
     for spec in [*members, judge]:
         model = catalog.model(spec.model)
         if env_var := catalog.providers[model.provider].missing_key():
@@ -121,6 +134,8 @@ def plan_request(
             messages=request.messages,
             deadline_at=panel_deadline_at,
             dispatched_at=now,
+            tools=panel.tools,
+            max_tool_calls=panel.max_tool_calls,
         )
         for index, member in enumerate(members)
     ]

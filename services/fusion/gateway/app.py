@@ -30,6 +30,7 @@ from fusion.gateway.sse import completion_as_sse, sse
 from fusion.gateway.tools import CallModel, FusionRefused, lists_fusion_tool, run_tool_loop
 from fusion.kafka.tap import Reply
 from fusion.models import ChatModel, ModelConfigError, ModelError, ModelHTTPError, ModelRouter
+from fusion.research.base import CALLER_HEADER
 from fusion.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -342,6 +343,21 @@ def _bearer(settings: Settings) -> Any:
     return check
 
 
+async def _not_from_fusion(
+    caller: Annotated[str | None, Header(alias=CALLER_HEADER)] = None,
+) -> None:
+    """Fusion's services mark every model call they make: one reaching a gateway would be a panel
+    member, a judge or a tool calling Fusion itself, a loop."""
+    if caller is not None:
+        raise GatewayError(
+            403,
+            "Fusion cannot call itself: this request comes from a Fusion service (a panel member, a judge "
+            "or a research tool); point that model at a provider, not at a Fusion gateway",
+            "permission_error",
+            "fusion_loop",
+        )
+
+
 def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
     link = FusionLink(settings)
     models = ModelRouter(catalog)
@@ -370,7 +386,7 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
     app.state.gateway = gateway
     app.state.begin_drain = gateway.begin_drain  # called by the server when shutdown begins
-    authorized = [Depends(_bearer(settings))]
+    authorized = [Depends(_bearer(settings)), Depends(_not_from_fusion)]
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, error: GatewayError) -> JSONResponse:

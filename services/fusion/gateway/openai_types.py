@@ -47,6 +47,12 @@ class FusionOptions(BaseModel):
     analysis_temperature: float | None = Field(
         default=None, description="The judge's temperature when it analyses or chooses; 0 by default."
     )
+    tools: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Research tools for every member (ToolSpec objects, docs/research.md); [] for none; "
+        "the preset's by default.",
+    )
+    max_tool_calls: int | None = Field(default=None, description="Tool calls per member answer.")
 
 
 class ChatCompletionRequest(_Lenient):
@@ -66,5 +72,10 @@ class ChatCompletionRequest(_Lenient):
 FUSION_TOOL_NAME = "fusion"
 
 ErrorType = Literal[
-    "invalid_request_error", "authentication_error", "not_found_error", "rate_limit_error", "api_error"
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "rate_limit_error",
+    "api_error",
 ]

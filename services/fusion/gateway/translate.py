@@ -180,6 +180,8 @@ def to_fusion_request(
             stream=stream,
             strategy=options.strategy if options else None,
             analysis_temperature=options.analysis_temperature if options else None,
+            tools=options.tools if options else None,
+            max_tool_calls=options.max_tool_calls if options else None,
             metadata={"via": "gateway"},
         )
     except ValidationError as error:
@@ -190,12 +192,47 @@ def usage(result: FusedResult) -> dict[str, Any]:
     """OpenAI's usage, summed over every call, plus `cost` in dollars as OpenRouter reports it (a
     number); the exact decimal figures are in `fusion.cost`."""
     total = result.usage.total
-    return {
+    counted: dict[str, Any] = {
         "prompt_tokens": total.input_tokens,
         "completion_tokens": total.output_tokens,
         "total_tokens": total.total_tokens,
         "cost": float(result.cost.total_usd),
     }
+    if tool_calls := tool_counts(result):
+        counted["server_tool_use"] = {f"{name}_requests": count for name, count in tool_calls.items()}
+    return counted
+
+
+def tool_counts(result: FusedResult) -> dict[str, int]:
+    """The panel's tool calls, by tool."""
+    counts: dict[str, int] = {}
+    for member in result.members:
+        for name, count in member.tool_calls.items():
+            counts[name] = counts.get(name, 0) + count
+    return counts
+
+
+def annotations(result: FusedResult) -> list[dict[str, Any]]:
+    """The sources the answer cites, as OpenAI's `url_citation` annotations (for web pages)."""
+    answer = result.answer or ""
+    notes = []
+    for number, source in enumerate(result.sources, start=1):
+        marker = f"[{number}]"
+        start = answer.find(marker)
+        if start < 0:
+            continue
+        notes.append(
+            {
+                "type": "url_citation",
+                "url_citation": {
+                    "url": source.url,
+                    "title": source.title,
+                    "start_index": start,
+                    "end_index": start + len(marker),
+                },
+            }
+        )
+    return notes
 
 
 def fusion_summary(result: FusedResult) -> dict[str, Any]:
@@ -220,9 +257,12 @@ def fusion_summary(result: FusedResult) -> dict[str, Any]:
                 "cost_usd": str(member.cost_usd),
                 "error": member.error,
                 "error_status": member.error_status,
+                "tool_calls": member.tool_calls,
+                "sources": [source.model_dump() for source in member.sources],
             }
             for member in result.members
         ],
+        "sources": [source.model_dump() for source in result.sources],
         "judge": result.judge.model_dump(mode="json") if result.judge else None,
         "cost": result.cost.model_dump(mode="json"),
         "timings": result.timings.model_dump(mode="json"),
@@ -238,7 +278,11 @@ def completion(result: FusedResult, model: str, created: int) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": result.answer},
+                "message": {
+                    "role": "assistant",
+                    "content": result.answer,
+                    "annotations": annotations(result),
+                },
                 "finish_reason": "stop",
                 "logprobs": None,
             }

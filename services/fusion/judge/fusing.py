@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from functools import partial
 from typing import Any
 
 from fusion_contracts import (
@@ -30,6 +29,7 @@ from fusion_contracts import (
     PanelAnswer,
     PanelPlan,
     ReleaseReason,
+    Source,
     Timings,
     Usage,
     UsageSummary,
@@ -55,6 +55,7 @@ from fusion.judge.prompts import (
 from fusion.judge.replies import AnswerStream, Panel, Selection, parse_once, parse_selection, read_analysis
 from fusion.judge.voting import tally, texts_agree
 from fusion.models import CompletesChat, ModelError, OnDelta
+from fusion.research import citations
 
 ANALYSIS_SHARE = 0.5
 """Of the time left for the judge, the analysis may take at most this share."""
@@ -90,6 +91,8 @@ def member_outcomes(plan: PanelPlan, answers: dict[int, PanelAnswer]) -> list[Me
                 cost_usd=answer.cost_usd,
                 latency_ms=answer.latency_ms,
                 finished_at=answer.finished_at,
+                sources=answer.sources,
+                tool_calls=answer.tool_calls,
             )
         )
     return outcomes
@@ -168,6 +171,8 @@ class _JudgeRun:
     cost_usd: Decimal = Decimal(0)
     calls: int = 0
     latency_ms: float = 0.0
+    sources: list[Source] = field(default_factory=list)
+    """The panel's sources, which the answers cite as [n]."""
 
     def fail(self, problem: FailureReason, message: str, *, call_failed: bool = False) -> None:
         if self.problem is None:
@@ -200,8 +205,18 @@ class Judge:
     ) -> FusedResult:
         """`on_delta` receives the final answer as the judge writes it (requests with `stream`)."""
         members = member_outcomes(plan, answers)
-        usable = {m.index: m.text for m in members if m.status == "ok" and m.text}
-        done = partial(self.result, plan, release, released_at, members)
+        # Each answer's [n] now refers to the panel's merged sources.
+        sources, usable = citations.merge(
+            {m.index: (m.text, m.sources) for m in members if m.status == "ok" and m.text}
+        )
+
+        def done(**fields: Any) -> FusedResult:
+            answer = fields.get("answer")
+            if isinstance(answer, str) and sources:
+                # A streamed answer is only added to: the client has its start already.
+                fields["answer"] = citations.with_source_list(answer, sources, replace_own=on_delta is None)
+            return self.result(plan, release, released_at, members, sources=sources, **fields)
+
         if not usable:
             code, message = no_answer(members)
             return done(status="failed", error=message, failure_reason=code)
@@ -227,7 +242,7 @@ class Judge:
                 status=status, answer=usable[agreed], answer_source="agreement", selected_member=agreed, **gap
             )
 
-        run = _JudgeRun()
+        run = _JudgeRun(sources=sources)
         started = time.perf_counter()
         strategies = {
             "synthesize": self._synthesize,
@@ -337,7 +352,7 @@ class Judge:
             text = await self._call(
                 run,
                 plan,
-                final_messages(fences, plan.messages, labelled, judge_view),
+                _cited(fences, final_messages(fences, plan.messages, labelled, judge_view), run.sources),
                 seconds_until(plan.deadline_at),
                 stop=fences.stop(),
                 on_delta=on_delta,
@@ -354,7 +369,7 @@ class Judge:
             text = await self._call(
                 run,
                 plan,
-                once_messages(fences, plan.messages, labelled),
+                _cited(fences, once_messages(fences, plan.messages, labelled), run.sources),
                 seconds_until(plan.deadline_at),
                 decide=True,
                 json_schema=once_schema(len(labelled)),
@@ -404,7 +419,7 @@ class Judge:
             text = await self._call(
                 run,
                 plan,
-                select_messages(fences, plan.messages, labelled),
+                _cited(fences, select_messages(fences, plan.messages, labelled), run.sources),
                 seconds_until(plan.deadline_at),
                 decide=True,
                 json_schema=select_schema(len(labelled)),
@@ -453,6 +468,18 @@ class Judge:
                 **fields,
             }
         )
+
+
+def _cited(fences: Fences, messages: list[ChatMessage], sources: list[Source]) -> list[ChatMessage]:
+    """The judge's messages, told of the panel's sources when the answers cite any."""
+    if not sources:
+        return messages
+    *head, last = messages
+    note = (
+        "The answers cite these sources as [n]. Keep those citations next to what they support, and "
+        "cite no number that is not listed:\n" + fences.wrap("sources", citations.source_list(sources))
+    )
+    return [*head, ChatMessage(role=last.role, content=f"{last.content}\n\n{note}")]
 
 
 def _panel(plan: PanelPlan, labelled: list[LabelledAnswer]) -> Panel:

@@ -29,6 +29,13 @@ class FusionMetrics:
         self.deadline_misses = Counter(
             "fusion_deadline_misses", "Results completed after their deadline", registry=r
         )
+        self.tool_calls = Histogram(
+            "fusion_tool_call_seconds",
+            "Research tool calls of panel members, by tool and outcome (ok or error)",
+            ["tool", "outcome"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self._published = Counter(
             "fusion_messages_published",
             "Messages a service published (through its own producer) by topic and outcome",
@@ -44,6 +51,9 @@ class FusionMetrics:
             child = self._published.labels(topic=topic, status="ok" if ok else "error")
             self._published_children[(topic, ok)] = child
         child.inc()
+
+    def tool_call(self, tool: str, ok: bool, seconds: float) -> None:
+        self.tool_calls.labels(tool=tool, outcome="ok" if ok else "error").observe(seconds)
 
     def model_call(self, model: str, status: str, seconds: float, usage: Usage, cost: Decimal) -> None:
         latency, input_tokens, output_tokens, cost_usd = self._model_children(model, status)

@@ -75,3 +75,22 @@ def model_call_span(system: str, operation: str, request_model: str, **attribute
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
             span.set_attribute("error.type", type(error).__name__)
             raise
+
+
+@contextmanager
+def tool_call_span(tool: str, call_id: str) -> Iterator[Span]:
+    """An `execute_tool` span (GenAI semantic conventions) around one tool call of a member's research."""
+    if not tracing_enabled():
+        yield trace.INVALID_SPAN
+        return
+    tracer = trace.get_tracer(TRACER)
+    with tracer.start_as_current_span(
+        f"execute_tool {tool}",
+        kind=SpanKind.INTERNAL,
+        attributes={
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": tool,
+            "gen_ai.tool.call.id": call_id,
+        },
+    ) as span:
+        yield span

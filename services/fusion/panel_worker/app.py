@@ -17,9 +17,10 @@ from fusion.kafka.broker import Outbox, OwnProducer, build_broker, publish_while
 from fusion.kafka.commits import OffsetCommitter, drain_and_commit
 from fusion.kafka.dead_letters import Inbox, Invalid
 from fusion.liveness import Progress
-from fusion.models import CompletesChat, ModelRouter
+from fusion.models import ModelRouter, UsesTools
 from fusion.observability.metrics import FusionMetrics
-from fusion.panel_worker.calls import answer_task
+from fusion.panel_worker.calls import Researcher, answer_task
+from fusion.research.toolkit import Toolkit
 from fusion.runtime import service_app
 from fusion.settings import Settings
 
@@ -31,16 +32,18 @@ _TASK: TypeAdapter[PanelTask] = TypeAdapter(PanelTask)
 class PanelWorker:
     def __init__(
         self,
-        models: CompletesChat,
+        models: UsesTools,
         outbox: Outbox,
         concurrency: int,
         worker: str,
         metrics: FusionMetrics,
         *,
         progress: Progress | None = None,
+        researcher: Researcher | None = None,
     ) -> None:
         self.progress = progress or Progress()
         self._models = models
+        self._researcher = researcher
         self._outbox = outbox
         self._worker = worker
         self._metrics = metrics
@@ -56,7 +59,7 @@ class PanelWorker:
 
     async def _run(self, task: PanelTask, done: Callable[[], None] | None = None) -> None:
         try:
-            answer = await answer_task(task, self._models, self._worker)
+            answer = await answer_task(task, self._models, self._worker, self._researcher)
         except Exception as error:
             log.exception("panel call crashed", request_id=task.request_id, member=task.member_index)
             answer = _crashed(task, self._worker, error)
@@ -69,6 +72,8 @@ class PanelWorker:
             error=answer.error,
             status=answer.status,
             latency_ms=round(answer.latency_ms),
+            tool_calls=answer.tool_calls or None,
+            sources=len(answer.sources) or None,
         )
         await self._publish(answer)
         if done is not None:
@@ -99,13 +104,22 @@ def _crashed(task: PanelTask, worker: str, error: Exception) -> PanelAnswer:
 
 def register(
     broker: KafkaBroker,
-    models: CompletesChat,
+    models: UsesTools,
     settings: Settings,
     metrics: FusionMetrics | None = None,
     producer: OwnProducer | None = None,
+    *,
+    catalog: Catalog | None = None,
 ) -> PanelWorker:
+    """`catalog` gives the members' research tools their search backends and MCP servers; without
+    it, members answer without tools."""
     metrics = metrics or FusionMetrics()
     inbox = Inbox(broker, "panel-worker")
+    researcher = (
+        Researcher(Toolkit(catalog, settings), settings.tool_result_chars, metrics.tool_call)
+        if catalog is not None
+        else None
+    )
     worker = PanelWorker(
         models,
         Outbox(broker, producer, metrics),
@@ -113,6 +127,7 @@ def register(
         settings.instance_id,
         metrics,
         progress=Progress(settings.stuck_after_s),
+        researcher=researcher,
     )
 
     # Offsets are committed by hand, each once every earlier task of its partition is answered: a
@@ -143,7 +158,7 @@ def create_app(settings: Settings, catalog: Catalog) -> AsgiFastStream:
     broker = build_broker(settings, "fusion-panel-worker", metrics)
     models = ModelRouter(catalog)
     producer = OwnProducer(settings, "fusion-panel-worker")
-    worker = register(broker, models, settings, metrics, producer)
+    worker = register(broker, models, settings, metrics, producer, catalog=catalog)
 
     async def drain() -> None:
         await drain_and_commit(worker.pool, worker.committer, "calls")
