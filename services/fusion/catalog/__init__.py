@@ -152,7 +152,10 @@ class Catalog(_Entry):
                     raise ValueError(f"preset {name!r} names unknown model {spec.model!r}")
         if self.default_preset not in self.presets:
             raise ValueError(f"default preset {self.default_preset!r} is not defined")
-        if self.default_search_backend is not None and self.default_search_backend not in self.search_backends:
+        if (
+            self.default_search_backend is not None
+            and self.default_search_backend not in self.search_backends
+        ):
             raise ValueError(f"default search backend {self.default_search_backend!r} is not defined")
         for name, preset in self.presets.items():
             if problem := self.tools_problem(preset.tools):
