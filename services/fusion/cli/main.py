@@ -143,6 +143,10 @@ def parser() -> argparse.ArgumentParser:
 
     add_eval(commands)
 
+    from fusion.cli.index import add_parser as add_index
+
+    add_index(commands)
+
     schemas = commands.add_parser("schemas", help="write the contracts' JSON Schemas")
     schemas.add_argument("--check", action="store_true", help="exit 1 if the committed schemas are stale")
     schemas.set_defaults(run=_schemas)

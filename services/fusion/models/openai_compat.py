@@ -184,12 +184,10 @@ class OpenAICompatModel(HttpAdapter):
             raise ModelResponseError(f"{self._provider} answered with malformed JSON: {error}") from error
         try:
             message = body["choices"][0]["message"]
-            text = message.get("content")
+            calls = _tool_calls(message)
+            text = "" if calls and message.get("content") is None else message["content"]
         except (KeyError, IndexError, TypeError, AttributeError) as error:
             raise ModelResponseError(f"{self._provider} reply has no choices[0].message.content") from error
-        calls = _tool_calls(message)
-        if text is None and calls:
-            text = ""
         if not isinstance(text, str):
             raise ModelResponseError(f"{self._provider} reply content is not text")
         return ModelReply(
