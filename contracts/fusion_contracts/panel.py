@@ -45,7 +45,9 @@ class PanelTask(Contract):
     messages: list[ChatMessage] = Field(min_length=1)
     deadline_at: Instant = Field(description="The member's answer is useless after this instant.")
     dispatched_at: Instant
-    tools: list[ToolSpec] = Field(default_factory=list, max_length=MAX_TOOLS, description="None: no research.")
+    tools: list[ToolSpec] = Field(
+        default_factory=list, max_length=MAX_TOOLS, description="None: no research."
+    )
     max_tool_calls: int = Field(default=DEFAULT_MAX_TOOL_CALLS, ge=1, le=MAX_TOOL_CALLS)
 
 
