@@ -29,6 +29,12 @@ BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
 STANDIN_PORT = 18099
 STANDIN_URL = f"http://127.0.0.1:{STANDIN_PORT}"
 LOCAL_MODELS_PORT = 18088
+TEST_SITE_PORT = 18120
+"""fusion_testing/test_site.py, which panel members fetch (the panel worker allows it on purpose)."""
+SEARCH_PORT = 18121
+"""fusion_testing/search_standin.py, the catalog's `standin-search` and `standin-brave` backends."""
+CORPUS = ROOT / "tests" / "data" / "corpus"
+"""The documents the tests index for search_documents."""
 HEALTH_PORTS = {"dispatcher": 18181, "panel-worker": 18182, "judge": 18183}
 GATEWAY_PORTS = (18080, 18081, 18082, 18083, 18084, 18085)
 

@@ -19,11 +19,14 @@ end-to-end tests: it says nothing worth reading.
                    prompt's code word; error criteria are never met
     hostile        answers with HOSTILE_ANSWER, which tries to break out of the judge's fences
     echo-auth      answers 401 with the Authorization header it received in the error message
+    researcher, tool-spinner, tool-garbage  call the research tools they are offered (see
+                   fusion_testing/researcher.py)
     anything else  answers after --latency-ms, with a text of its own ("Stand-in answer from <model> to:
                    <question> (reply <n>)"): no two answers are the same
 
 Asked for JSON with a schema (`response_format`), it fills the schema (see `_fill`); asked for JSON
-without one, it returns a fixed analysis. With `"stream": true` it streams the words of its answer
+without one, it returns a fixed analysis. A judge told of the panel's sources keeps the answers'
+citations (see `_kept`). With `"stream": true` it streams the words of its answer
 as server-sent events. When the request lists a tool named `fusion` (and `tool_choice` is not
 "none"), it calls that tool with the last user message, and once a tool result is in the
 conversation it answers from it.
@@ -48,6 +51,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvicorn
+
+from fusion_testing import researcher
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -112,14 +117,29 @@ def _question(messages: list[dict[str, Any]]) -> str:
     return " ".join(re.sub(r"<[^>]*>", " ", str(messages[-1].get("content", ""))).split())[:200]
 
 
-def _fill(schema: dict[str, Any], key: str, question: str) -> Any:
+_SOURCES_NOTE = "The answers cite these sources as [n]."
+_ANSWER_CITATION = re.compile(r"\[(\d+)\]")
+
+
+def _kept(messages: list[dict[str, Any]]) -> str:
+    """What a judge told of the panel's sources adds to its answer: every citation the fenced answers
+    make, as a judge that keeps citations would ("" when it was told of none)."""
+    text = str(messages[-1].get("content", ""))
+    if _SOURCES_NOTE not in text:
+        return ""
+    answers = "".join(body for _, _, body in _FENCED.findall(text.partition(_SOURCES_NOTE)[0]))
+    numbers = sorted({int(n) for n in _ANSWER_CITATION.findall(answers)})
+    return (" As the panel found " + "".join(f"[{n}]" for n in numbers) + ".") if numbers else ""
+
+
+def _fill(schema: dict[str, Any], key: str, question: str, kept: str = "") -> Any:
     """A reply that fits a JSON Schema, as a judge asked for structured output gives it: one item per
     list, the lowest number allowed (1 when 0 is allowed: a choice names the first answer), and words."""
     kind = schema.get("type")
     if kind == "object":
-        return {name: _fill(sub, name, question) for name, sub in schema.get("properties", {}).items()}
+        return {name: _fill(sub, name, question, kept) for name, sub in schema.get("properties", {}).items()}
     if kind == "array":
-        return [_fill(schema.get("items", {}), key, question)]
+        return [_fill(schema.get("items", {}), key, question, kept)]
     if kind == "integer":
         return max(int(schema.get("minimum", 1)), 1)
     if key == "answer":
@@ -224,6 +244,8 @@ class StandInModels:
     @staticmethod
     def _message(model: str, request: dict[str, Any], number: int) -> dict[str, Any]:
         messages = request.get("messages") or [{}]
+        if researcher.is_research_model(model):
+            return researcher.turn(model, request)
         tools = [tool.get("function", {}).get("name") for tool in request.get("tools") or []]
         if "fusion" in tools and request.get("tool_choice") != "none":
             results = [m for m in messages if m.get("role") == "tool"]
@@ -241,7 +263,7 @@ class StandInModels:
             }
         if response_format := request.get("response_format"):
             schema = response_format.get("schema") or response_format.get("json_schema", {}).get("schema")
-            reply = _fill(schema, "", _question(messages)) if schema else _ANALYSIS
+            reply = _fill(schema, "", _question(messages), _kept(messages)) if schema else _ANALYSIS
             return {"role": "assistant", "content": json.dumps(reply)}
         if model.startswith("right-"):
             return {"role": "assistant", "content": _right_or_not(model, messages)}
@@ -250,7 +272,7 @@ class StandInModels:
         if model == "hostile":
             return {"role": "assistant", "content": HOSTILE_ANSWER}
         # Numbered, so that no two answers are the same text (which a judge takes as agreement).
-        content = f"Stand-in answer from {model} to: {_question(messages)} (reply {number})"
+        content = f"Stand-in answer from {model} to: {_question(messages)} (reply {number}){_kept(messages)}"
         return {"role": "assistant", "content": content}
 
     async def _stream(self, send: Send, model: str, text: str, delay_ms: float) -> None:

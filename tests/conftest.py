@@ -1,25 +1,33 @@
 """Session fixtures for the real parts. Unit and component tests use none of them."""
 
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from fusion.client import FusionClient
 from fusion.kafka.admin import create_topics
 from fusion.observability.tracing import configure_tracing
+from fusion.research.documents import DocumentIndex
 from fusion.settings import Settings
 
+from fusion_testing.search_standin import running_search_standin
 from fusion_testing.stack import (
     BOOTSTRAP,
     CATALOG,
+    CORPUS,
     GATEWAY_PORTS,
     KAFKA_PORT,
     LOCAL_MODELS_PORT,
+    SEARCH_PORT,
     STANDIN_URL,
+    TEST_SITE_PORT,
     Services,
     run_infra,
     running_standin,
 )
+from fusion_testing.test_site import PAGES, running_test_site
 from tests.support.otlp import Receiver
 
 
@@ -77,8 +85,58 @@ TRACING_ENV = {
 
 
 @pytest.fixture(scope="session")
+def test_site() -> Iterator[str]:
+    """The local test website (fusion_testing/test_site.py) that panel members search and fetch."""
+    with running_test_site(TEST_SITE_PORT) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def search_backend(test_site: str) -> Iterator[str]:
+    """The stand-in search server, answering with the test site's articles and notes."""
+    documents = [
+        {"url": f"{test_site}{path}", "title": page.title, "content": " ".join(page.facts)}
+        for path, page in PAGES.items()
+    ]
+    with running_search_standin(documents, SEARCH_PORT, key=BRAVE_KEY) as url:
+        yield url
+
+
+BRAVE_KEY = "brave-test-key-7d41"
+MCP_SECRET = "mcp-test-secret-93be"
+"""Set for the services: the catalog's `standin-brave` backend and `testmcp` server read them."""
+
+
+@pytest.fixture(scope="session")
+def document_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests' corpus (tests/data/corpus), indexed for search_documents."""
+    path = tmp_path_factory.mktemp("documents") / "index.sqlite"
+    report = DocumentIndex(path).add([CORPUS])
+    assert not report.failed, report.failed
+    return path
+
+
+@pytest.fixture(scope="session")
+def backends(standin: str, search_backend: str, document_index: Path) -> dict[str, str]:
+    """What the services call besides Kafka, up, and the settings that point them there: the stand-in
+    models, the stand-in search server and test site (allowed to web_fetch on purpose), the corpus
+    index, and the secrets the test catalog's backends read."""
+    return {
+        "FUSION_FETCH_ALLOW_HOSTS": json.dumps([f"127.0.0.1:{TEST_SITE_PORT}"]),
+        "FUSION_FETCH_TIMEOUT_S": "5",
+        "FUSION_DOCUMENT_INDEX": str(document_index),
+        "FUSION_TEST_BRAVE_KEY": BRAVE_KEY,
+        "FUSION_TEST_MCP_SECRET": MCP_SECRET,
+    }
+
+
+@pytest.fixture(scope="session")
 def services(
-    settings: Settings, topics: None, standin: str, otlp: Receiver, tmp_path_factory: pytest.TempPathFactory
+    settings: Settings,
+    topics: None,
+    backends: dict[str, str],
+    otlp: Receiver,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Services]:
     """dispatcher, panel-worker and judge, each its own process, on the session's broker."""
     log_dir = tmp_path_factory.mktemp("service-logs")
@@ -88,6 +146,7 @@ def services(
         "FUSION_CATALOG": str(settings.catalog),
         "FUSION_LOG_FORMAT": "json",
         "FUSION_TEST_LEAKY_KEY": LEAKY_KEY,
+        **backends,
         **TRACING_ENV,
     }
     stack = Services(env=env, log_dir=log_dir)

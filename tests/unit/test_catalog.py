@@ -1,11 +1,12 @@
 """fusion.catalog: the built-in catalog, overlay files, and lookups; and the tests' own catalog."""
 
+import re
 from pathlib import Path
 
 import pytest
 from fusion.catalog import DEFAULT_CATALOG, Catalog, CatalogError, load_catalog
 
-from fusion_testing.stack import CATALOG, LOCAL_MODELS_PORT, STANDIN_URL
+from fusion_testing.stack import CATALOG, LOCAL_MODELS_PORT, SEARCH_PORT, STANDIN_URL
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -196,3 +197,43 @@ def test_the_test_catalog_extends_the_builtin_one_on_the_test_ports() -> None:
     for name in ("standin", "keyed", "leaky"):
         assert catalog.providers[name].base_url == f"{STANDIN_URL}/v1"
     assert catalog.providers["local"].base_url == f"http://127.0.0.1:{LOCAL_MODELS_PORT}/v1"
+    for name, backend in catalog.search_backends.items():
+        assert (backend.base_url or "").startswith(f"http://127.0.0.1:{SEARCH_PORT}/"), name
+
+
+RESEARCH_PRESET = """
+[presets.r]
+panel = [{ model = "smollm2-135m" }]
+judge = { model = "smollm2-135m" }
+"""
+
+
+@pytest.mark.parametrize(
+    ("overlay", "problem"),
+    [
+        (RESEARCH_PRESET + 'tools = [{ type = "web_search" }]', "web_search needs a search backend"),
+        (RESEARCH_PRESET + 'tools = [{ type = "mcp", server = "nope" }]', "unknown MCP server 'nope'"),
+        ('default_search_backend = "gone"', "default search backend 'gone' is not defined"),
+        ('[search_backends.s]\napi = "searxng"', "a searxng backend needs the base_url"),
+        ('[mcp_servers.m]\ntransport = "stdio"', "a stdio MCP server needs a command"),
+        ('[mcp_servers.m]\ntransport = "http"', "an http MCP server needs a url"),
+        (RESEARCH_PRESET + "max_tool_calls = 17", "max_tool_calls"),
+    ],
+)
+def test_research_entries_are_checked(tmp_path: Path, overlay: str, problem: str) -> None:
+    with pytest.raises(CatalogError, match=re.escape(problem)):
+        load_catalog(write(tmp_path, overlay))
+
+
+def test_a_preset_with_research_tools(tmp_path: Path) -> None:
+    overlay = (
+        'default_search_backend = "s"\n'
+        + RESEARCH_PRESET
+        + 'tools = [{ type = "web_search", max_results = 3 }, { type = "search_documents" }]\n'
+        + '[search_backends.s]\napi = "brave"\nkey_env = "FUSION_UNIT_BRAVE_KEY_UNSET"\n'
+    )
+    catalog = load_catalog(write(tmp_path, overlay))
+    assert [tool.type for tool in catalog.presets["r"].tools] == ["web_search", "search_documents"]
+    assert catalog.presets["r"].max_tool_calls == 4
+    assert catalog.search_backends["s"].missing_key() == "FUSION_UNIT_BRAVE_KEY_UNSET"
+    assert catalog.tools_problem(catalog.presets["r"].tools) is None
