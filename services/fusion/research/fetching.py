@@ -132,8 +132,9 @@ class WebFetch:
                 "url": {
                     "type": "string",
                     "description": "The http or https URL of the page to read.",
+                    # No maxLength (checked in `run`): llama.cpp turns a long one into a grammar it
+                    # cannot hold, and its server dies.
                     "minLength": 1,
-                    "maxLength": MAX_URL_CHARS,
                 }
             },
             "required": ["url"],
