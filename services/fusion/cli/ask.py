@@ -14,6 +14,7 @@ from fusion_contracts import (
     PanelAnswer,
     PanelPlan,
     Policy,
+    ToolSpec,
 )
 from pydantic import ValidationError
 from rich.console import Console
@@ -51,7 +52,24 @@ def build_request(args: argparse.Namespace) -> FusionRequest:
         judge=ModelSpec(model=args.judge) if args.judge else None,
         policy=Policy(**policy),
         strategy=args.strategy,
+        tools=tools_option(args.tools),
+        max_tool_calls=args.max_tool_calls,
     )
+
+
+def tools_option(value: str | None) -> list[ToolSpec] | None:
+    """`--tools web_search,mcp:docs` as tool specs; "none" for none; None when not given."""
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if names == ["none"]:
+        return []
+    return [
+        ToolSpec(type="mcp", server=name.removeprefix("mcp:"))
+        if name.startswith("mcp:")
+        else ToolSpec.model_validate({"type": name})
+        for name in names
+    ]
 
 
 class Progress:

@@ -121,6 +121,14 @@ def parser() -> argparse.ArgumentParser:
         choices=get_args(Strategy),
         help="how the judge fuses: synthesize, synthesize-once, select or vote (default: the preset's)",
     )
+    ask.add_argument(
+        "--tools",
+        help="research tools for every member, comma-separated: web_search, web_fetch, search_documents, "
+        "mcp:<server> ('none' for none; default: the preset's)",
+    )
+    ask.add_argument(
+        "--max-tool-calls", type=int, help="tool calls per member answer (default: the preset's)"
+    )
     ask.add_argument("--quorum", type=int, help="answers needed before the straggler grace starts")
     ask.add_argument("--grace", type=float, help="seconds to wait for stragglers once quorum is in")
     ask.add_argument("--deadline", type=float, help="seconds until the fused result is due")

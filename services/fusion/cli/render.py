@@ -69,7 +69,7 @@ def _render_analysis(result: FusedResult, console: Console) -> None:
 
 def _calls_table(result: FusedResult) -> Table:
     table = Table(title="Calls")
-    for column in ("#", "model", "status", "tokens in", "tokens out", "cost $", "latency", "note"):
+    for column in ("#", "model", "status", "tokens in", "tokens out", "cost $", "latency", "tools", "note"):
         table.add_column(column)
     for member in result.members:
         table.add_row(
@@ -80,6 +80,7 @@ def _calls_table(result: FusedResult) -> Table:
             str(member.usage.output_tokens),
             str(member.cost_usd),
             _ms(member.latency_ms),
+            ", ".join(f"{name} {count}" for name, count in member.tool_calls.items()),
             (member.error or "")[:80],
         )
     if result.judge:
@@ -92,6 +93,7 @@ def _calls_table(result: FusedResult) -> Table:
             str(judge.usage.output_tokens),
             str(judge.cost_usd),
             _ms(judge.latency_ms),
+            "",
             (judge.error or "")[:80],
         )
     return table
