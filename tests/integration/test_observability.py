@@ -166,3 +166,27 @@ async def test_a_configured_key_never_appears_in_logs_messages_dead_letters_or_r
     assert "invalid credentials" in logs  # the failure was logged...
     assert LEAKY_KEY not in logs  # ...without the key
     assert not re.search(r"Bearer\s+sk-", logs)
+
+
+async def test_each_tool_call_is_a_span_and_a_metric(client: FusionClient, otlp: Receiver) -> None:
+    before = await scrape()
+    tracer = trace.get_tracer("tests")
+    with tracer.start_as_current_span("client request") as root:
+        result = await client.fuse(
+            FusionRequest(
+                messages=[ChatMessage(role="user", content="Kestrel Bridge opened")], preset="research"
+            )
+        )
+    spans = await spans_of(otlp, format(root.get_span_context().trace_id, "032x"), {"fusion-panel-worker"})
+    after = await scrape()
+
+    assert result.status == "complete", result.error
+    tools = [span for span in spans if span.attributes.get("gen_ai.operation.name") == "execute_tool"]
+    assert sorted(span.attributes["gen_ai.tool.name"] for span in tools) == ["web_fetch", "web_search"]
+    assert {span.service for span in tools} == {"fusion-panel-worker"}
+    assert all(span.attributes["fusion.tool.outcome"] == "ok" for span in tools)
+    for tool in ("web_search", "web_fetch"):
+        moved = metric(
+            after["panel-worker"], "fusion_tool_call_seconds_count", tool=tool, outcome="ok"
+        ) - metric(before["panel-worker"], "fusion_tool_call_seconds_count", tool=tool, outcome="ok")
+        assert moved == 1, tool
