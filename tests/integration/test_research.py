@@ -185,3 +185,16 @@ async def test_through_the_gateway_the_answer_has_annotations_and_tool_use(gatew
         assert message["content"][citation["start_index"] : citation["end_index"]].startswith("[")
     assert reply["usage"]["server_tool_use"] == {"web_search_requests": 1, "web_fetch_requests": 1}
     assert KESTREL in [source["url"] for source in reply["fusion"]["sources"]]
+
+
+async def test_a_member_that_is_fusion_itself_is_refused_not_looped(
+    client: FusionClient, gateways: list[str]
+) -> None:
+    result = await client.fuse(ask("Loop?", "fusion-itself", "fast", tools=None))
+
+    (itself,) = [m for m in result.members if m.model == "fusion-itself"]
+    assert itself.status == "error"
+    assert itself.error_status == 403
+    assert "Fusion cannot call itself" in (itself.error or "")
+    assert result.status == "partial"  # the other member's answer stands
+    assert result.failure_reason == "some_members_failed"

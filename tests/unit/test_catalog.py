@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from fusion.catalog import DEFAULT_CATALOG, Catalog, CatalogError, load_catalog
 
-from fusion_testing.stack import CATALOG, LOCAL_MODELS_PORT, SEARCH_PORT, STANDIN_URL
+from fusion_testing.stack import CATALOG, GATEWAY_PORTS, LOCAL_MODELS_PORT, SEARCH_PORT, STANDIN_URL
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -197,6 +197,7 @@ def test_the_test_catalog_extends_the_builtin_one_on_the_test_ports() -> None:
     for name in ("standin", "keyed", "leaky"):
         assert catalog.providers[name].base_url == f"{STANDIN_URL}/v1"
     assert catalog.providers["local"].base_url == f"http://127.0.0.1:{LOCAL_MODELS_PORT}/v1"
+    assert catalog.providers["fusion-itself"].base_url == f"http://127.0.0.1:{GATEWAY_PORTS[0]}/v1"
     for name, backend in catalog.search_backends.items():
         assert (backend.base_url or "").startswith(f"http://127.0.0.1:{SEARCH_PORT}/"), name
 
