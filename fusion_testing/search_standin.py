@@ -27,15 +27,14 @@ import asyncio
 import contextlib
 import json
 import re
-import socket
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import uvicorn
+
+from fusion_testing.serving import served_in_thread
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -257,24 +256,8 @@ def running_search_standin(
     when it serves to the end of the block: yields its base URL (a backend's base_url is that plus
     "/searxng", "/brave", "/tavily" or "/exa")."""
     app = StandInSearch(documents, key=key, delay_s=delay_s)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the search stand-in did not start")
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with served_in_thread(app, port, "the search stand-in", lifespan="on") as bound:
+        yield f"http://127.0.0.1:{bound}"
 
 
 def main() -> None:

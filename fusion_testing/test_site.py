@@ -24,10 +24,7 @@ Tests serve it in a thread with `running_test_site()`; as a process:
 import argparse
 import asyncio
 import json
-import socket
 import struct
-import threading
-import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +35,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import uvicorn
+
+from fusion_testing.serving import served_in_thread
 
 __all__ = [
     "BOILERPLATE",
@@ -306,32 +305,9 @@ def running_test_site(
 ) -> Iterator[str]:
     """Serves a fresh TestSite on 127.0.0.1 in a background thread for the block, and yields its base
     URL (`http://127.0.0.1:PORT`, https with a certificate and key). Port 0 picks a free port."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
-    config = uvicorn.Config(
-        TestSite(),
-        lifespan="off",
-        log_level="warning",
-        timeout_graceful_shutdown=1,  # /slow and /huge may still be running: cut them short
-        ssl_certfile=ssl_certfile,
-        ssl_keyfile=ssl_keyfile,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test site did not start")
-            time.sleep(0.01)
-        scheme = "https" if ssl_certfile else "http"
-        yield f"{scheme}://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        listener.close()
+    ssl = {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile}
+    with served_in_thread(TestSite(), port, "the test site", lifespan="off", **ssl) as bound:
+        yield f"{'https' if ssl_certfile else 'http'}://127.0.0.1:{bound}"
 
 
 def main() -> None:
