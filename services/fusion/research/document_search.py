@@ -14,7 +14,8 @@ from fusion.settings import Settings
 __all__ = ["DEFAULT_MAX_RESULTS", "MAX_QUERY_CHARS", "SearchDocuments", "search_documents"]
 
 DEFAULT_MAX_RESULTS = 5
-MAX_QUERY_CHARS = 500
+MAX_QUERY_CHARS = 400
+"""As web_search's: a longer maxLength makes llama.cpp's argument grammar large (docs/research.md)."""
 MIN_PASSAGE_CHARS = 200
 """However many passages share the result, each keeps at least this much of its text."""
 
