@@ -69,6 +69,7 @@ from fusion.client import FusionClient
 from fusion.gateway.link import reply_topic_for
 from fusion.kafka.admin import create_topics
 from fusion.kafka.codec import DecodeError, decode
+from fusion.kafka.stopping import stop_consumer
 from fusion.settings import Settings
 from fusion_contracts import ChatMessage, FusedResult, FusionRequest, Policy, ReplyMessage, limits, topics
 from pydantic import TypeAdapter
@@ -225,7 +226,7 @@ class ResultLog:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await consumer.stop()
+        await stop_consumer(consumer)  # a broker the run killed may still be down
 
     async def close(self) -> None:
         for topic in list(self._readers):

@@ -27,6 +27,7 @@ from fusion_contracts import (
 from pydantic import Discriminator, TypeAdapter
 
 from fusion.kafka.codec import DecodeError, decode
+from fusion.kafka.stopping import stop_consumer
 
 T = TypeVar("T")
 
@@ -111,7 +112,7 @@ class TopicTap:
                 await self._task
             self._task = None
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
             self._consumer = None
 
 
