@@ -24,10 +24,13 @@ from fusion.gateway.body_limit import BodyLimit
 from fusion.gateway.errors import GatewayError
 from fusion.gateway.idempotency import IdempotencyCache, fingerprint
 from fusion.gateway.link import FusionLink
+from fusion.gateway.messages_api import messages_routes
 from fusion.gateway.metrics import GatewayMetrics
 from fusion.gateway.openai_types import ChatCompletionRequest, ErrorType
+from fusion.gateway.responses_api import responses_routes
 from fusion.gateway.sse import completion_as_sse, sse
 from fusion.gateway.tools import CallModel, FusionRefused, lists_fusion_tool, run_tool_loop
+from fusion.gateway.updates import Failed, Finished, KeepAlive, TextDelta, Update
 from fusion.kafka.tap import Reply
 from fusion.models import ChatModel, ModelConfigError, ModelError, ModelHTTPError, ModelRouter
 from fusion.research.base import CALLER_HEADER
@@ -221,9 +224,14 @@ class Gateway:
         return await self.fuse(request)
 
     async def stream_fusion(self, body: ChatCompletionRequest) -> tuple[AsyncIterator[str], str]:
-        """Publishes first (so errors are still HTTP errors); returns the SSE events and the request id,
-        which the caller forgets once the events are over (or were never read)."""
-        request = self.fusion_request(body, stream=True)
+        """Publishes first (so errors are still HTTP errors); returns the chat completion's SSE events
+        and the request id, which the caller forgets once the events are over (or were never read)."""
+        updates, request_id = await self.fusion_updates(self.fusion_request(body, stream=True))
+        return chat_events(updates, request_id, body.model), request_id
+
+    async def fusion_updates(self, request: FusionRequest) -> tuple[AsyncIterator[Update], str]:
+        """Publishes a streamed request and returns what happens to it, as `Update`s for any API's
+        stream to render, and its request id (the caller forgets it once done)."""
         replies: asyncio.Queue[Reply] = asyncio.Queue()
 
         def deliver(message: Reply) -> None:
@@ -232,7 +240,7 @@ class Gateway:
             replies.put_nowait(message)
 
         await self.link.submit(request, deliver)
-        return self._fusion_events(request, body.model, replies), request.request_id
+        return self._updates(request, replies), request.request_id
 
     async def _next(self, replies: "asyncio.Queue[Reply]", timeout_s: float, request_id: str) -> Reply:
         if not replies.empty():
@@ -243,54 +251,40 @@ class Gateway:
         finally:
             getting.cancel()  # when it did not finish: what it would have taken stays in the queue
 
-    async def _fusion_events(
-        self, request: FusionRequest, model: str, replies: "asyncio.Queue[Reply]"
-    ) -> AsyncIterator[str]:
-        created = int(time.time())
+    async def _updates(
+        self, request: FusionRequest, replies: "asyncio.Queue[Reply]"
+    ) -> AsyncIterator[Update]:
         request_id = request.request_id
         deadline = time.monotonic() + request.policy.deadline_s + WAIT_MARGIN_S
         answer = AnswerStream()
-        yield sse(translate.chunk(request_id, model, created, {"role": "assistant", "content": ""}))
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                yield sse(
-                    GatewayError(
-                        504, "no fused result within the deadline", "api_error", "deadline_exceeded"
-                    ).body()
+                yield Failed(
+                    GatewayError(504, "no fused result within the deadline", "api_error", "deadline_exceeded")
                 )
-                break
+                return
             try:
                 message = await self._next(replies, min(KEEPALIVE_S, left), request_id)
             except TimeoutError:
-                yield ": keep-alive\n\n"
+                yield KeepAlive()
                 continue
             except GatewayError as error:  # the drain is over
-                yield sse(error.body())
-                break
+                yield Failed(error)
+                return
             if isinstance(message, AnswerChunk):
                 if text := answer.chunk(message):
-                    yield sse(translate.chunk(request_id, model, created, {"content": text}))
+                    yield TextDelta(text)
                 continue
             self.metrics.results.labels(status=message.status).inc()
-            for event in self._closing_events(message, model, created, answer):
-                yield event
-            break
-        yield "data: [DONE]\n\n"
-
-    @staticmethod
-    def _closing_events(result: FusedResult, model: str, created: int, answer: AnswerStream) -> list[str]:
-        if error := translate.result_error(result):
-            return [sse(error.body())]
-        events = []
-        # The result is authoritative: the rest of its answer, or all of it after a notice.
-        if rest := answer.result(result):
-            events.append(sse(translate.chunk(result.request_id, model, created, {"content": rest})))
-        final = translate.chunk(result.request_id, model, created, {}, finish="stop")
-        final["usage"] = translate.usage(result)
-        final["fusion"] = translate.fusion_summary(result)
-        events.append(sse(final))
-        return events
+            if failure := translate.result_error(message):
+                yield Failed(failure)
+                return
+            # The result is authoritative: the rest of its answer, or all of it after a notice.
+            if rest := answer.result(message):
+                yield TextDelta(rest)
+            yield Finished(message)
+            return
 
     async def stream_passthrough(self, body: ChatCompletionRequest) -> AsyncIterator[bytes]:
         adapter, upstream = self._passthrough_target(body.model)
@@ -423,6 +417,9 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
                 return JSONResponse(await gateway.complete(body))
         return await _streamed(gateway, body)
 
+    app.include_router(responses_routes(gateway), dependencies=authorized)
+    app.include_router(messages_routes(gateway), dependencies=authorized)
+
     @app.get("/v1/models", dependencies=authorized)
     async def list_models() -> dict[str, Any]:
         return gateway.models_list()
@@ -470,6 +467,25 @@ class HeldStream(StreamingResponse):
                     await aclose()
             finally:
                 release_all(self._release)
+
+
+async def chat_events(updates: AsyncIterator[Update], request_id: str, model: str) -> AsyncIterator[str]:
+    """A fusion's updates as a chat completion's server-sent events."""
+    created = int(time.time())
+    yield sse(translate.chunk(request_id, model, created, {"role": "assistant", "content": ""}))
+    async for update in updates:
+        if isinstance(update, KeepAlive):
+            yield ": keep-alive\n\n"
+        elif isinstance(update, TextDelta):
+            yield sse(translate.chunk(request_id, model, created, {"content": update.text}))
+        elif isinstance(update, Failed):
+            yield sse(update.error.body())
+        else:
+            final = translate.chunk(request_id, model, created, {}, finish="stop")
+            final["usage"] = translate.usage(update.result)
+            final["fusion"] = translate.fusion_summary(update.result)
+            yield sse(final)
+    yield "data: [DONE]\n\n"
 
 
 def _exit(context: contextlib.AbstractContextManager[Any]) -> None:
