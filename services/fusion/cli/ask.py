@@ -17,7 +17,7 @@ from fusion_contracts import (
     ToolSpec,
 )
 from pydantic import ValidationError
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
@@ -73,7 +73,8 @@ def tools_option(value: str | None) -> list[ToolSpec] | None:
 
 
 class Progress:
-    """One status line on stderr: where the request is, members answered, elapsed time."""
+    """The live view on stderr: where the request is and the elapsed time, then each member's status
+    as it changes (answering, answered with its latency and tool calls, or failed and why)."""
 
     def __init__(self) -> None:
         self.plan: PanelPlan | None = None
@@ -97,6 +98,30 @@ class Progress:
             return Text(f"⏳ members answered {len(self.answers)}/{members}{extra} · {elapsed}", style="cyan")
         return Text(f"⏳ all {members} members answered; the judge is writing · {elapsed}", style="cyan")
 
+    def view(self) -> Group:
+        return Group(self.line(), *self.member_lines())
+
+    def member_lines(self) -> list[Text]:
+        if self.plan is None:
+            return []
+        answered = {answer.member_index: answer for answer in self.answers}
+        waited = time.monotonic() - self.started
+        lines = []
+        for index, member in enumerate(self.plan.members):
+            answer = answered.get(index)
+            name = f"  {index} {member.model}"
+            if answer is None:
+                lines.append(Text(f"{name}: answering… {waited:.1f} s", style="dim"))
+            elif answer.status == "ok":
+                tools = ", ".join(f"{tool} ×{count}" for tool, count in answer.tool_calls.items())
+                extra = f", {tools}" if tools else ""
+                lines.append(
+                    Text(f"{name}: answered in {answer.latency_ms / 1000:.1f} s{extra}", style="green")
+                )
+            else:
+                lines.append(Text(f"{name}: {answer.status}: {(answer.error or '')[:80]}", style="red"))
+        return lines
+
 
 async def _ask(request: FusionRequest, settings: Settings, show_progress: bool) -> FusedResult:
     progress = Progress()
@@ -104,10 +129,10 @@ async def _ask(request: FusionRequest, settings: Settings, show_progress: bool) 
         if not show_progress:
             return await client.fuse(request)
         console = Console(stderr=True)
-        with Live(progress.line(), console=console, refresh_per_second=10, transient=True) as live:
+        with Live(progress.view(), console=console, refresh_per_second=10, transient=True) as live:
             task = asyncio.create_task(client.fuse(request, on_progress=progress.on_progress))
             while not task.done():
-                live.update(progress.line())
+                live.update(progress.view())
                 await asyncio.wait({task}, timeout=0.1)
             return await task
 
