@@ -69,6 +69,7 @@ class PanelPlan(Contract):
     dispatched_at: Instant
     reply_to: ReplyTo | None = None
     stream: bool = False
+    progress: bool = False
     strategy: Strategy = "synthesize"
     analysis_temperature: float = Field(
         default=0.0, ge=0.0, le=2.0, description="For the judge's analysis, choice and tie-break calls."

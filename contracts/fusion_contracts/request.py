@@ -74,6 +74,9 @@ class FusionRequest(Contract):
     policy: Policy = Policy()
     reply_to: ReplyTo | None = None
     stream: bool = Field(default=False, description="Publish the final answer in AnswerChunks as written.")
+    progress: bool = Field(
+        default=False, description="Publish FusionProgress events (members, analysis) ahead of the result."
+    )
     strategy: Strategy | None = Field(default=None, description="How to fuse; the preset's by default.")
     analysis_temperature: float | None = Field(
         default=None, ge=0.0, le=2.0, description="The judge's temperature when it analyses or chooses; 0."

@@ -190,6 +190,37 @@ class AnswerChunk(Contract):
     )
 
 
+ProgressEvent = Literal[
+    "panel.added", "panel.completed", "panel.failed", "analysis.in_progress", "analysis.completed"
+]
+"""panel.added: a member was asked (one per member, when the judge sees the plan). panel.completed /
+panel.failed: a member answered, with its text, or failed, with its error. analysis.in_progress: the
+judge began its work on the answers (its calls, or its vote). analysis.completed: the judge has its
+analysis (null when it has none, as with `vote`) and writes the answer next. Neither comes when the
+answers agree or the panel is of one. The result itself ends the fusion."""
+
+
+class FusionProgress(Contract):
+    """What a fusion is doing, for requests with `progress` set: on the request's reply topic, ahead
+    of its result, from the judge (which reads the plan and every member's answer). Best effort: a
+    judge that takes the request over sends them again, so a reader keys members by `member_index`."""
+
+    kind: Literal["progress"] = "progress"
+    schema_version: SchemaVersion = SCHEMA_VERSION
+    request_id: RequestId
+    event: ProgressEvent
+    member_index: NonNegativeInt | None = None
+    model: ModelName | None = None
+    status: CallStatus | None = None
+    text: str | None = Field(
+        default=None, max_length=MAX_ANSWER_CHARS, description="panel.completed: the member's answer."
+    )
+    error: str | None = Field(default=None, max_length=2_000)
+    latency_ms: NonNegativeFloat | None = None
+    analysis: Analysis | None = None
+    at: Instant = Field(default_factory=utc_now)
+
+
 class GatewayPresence(Contract):
     """A gateway's sign of life on its own reply topic (`fusion.replies.<instance>`), written when it
     connects and then every minute or so. A reply topic with no message newer than
@@ -202,5 +233,5 @@ class GatewayPresence(Contract):
     at: Instant = Field(default_factory=utc_now)
 
 
-ReplyMessage = Annotated[FusedResult | AnswerChunk | GatewayPresence, Discriminator("kind")]
+ReplyMessage = Annotated[FusedResult | AnswerChunk | FusionProgress | GatewayPresence, Discriminator("kind")]
 """Everything on a reply topic (`fusion.results` or a request's `reply_to`)."""

@@ -8,6 +8,7 @@ from fusion_contracts import (
     AnswerChunk,
     DeadLetter,
     FusedResult,
+    FusionProgress,
     FusionRequest,
     GatewayPresence,
     PanelAnswer,
@@ -27,6 +28,7 @@ MESSAGES: tuple[type[BaseModel], ...] = (
     PanelRejection,
     FusedResult,
     AnswerChunk,
+    FusionProgress,
     GatewayPresence,
     DeadLetter,
 )

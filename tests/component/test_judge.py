@@ -7,7 +7,16 @@ from fusion.judge.app import register
 from fusion.kafka.codec import encode
 from fusion.observability.metrics import FusionMetrics
 from fusion.settings import Settings
-from fusion_contracts import ReplyTo, topics
+from fusion_contracts import (
+    AnswerChunk,
+    FusedResult,
+    FusionProgress,
+    GatewayPresence,
+    ReplyMessage,
+    ReplyTo,
+    topics,
+)
+from pydantic import TypeAdapter
 
 from tests.component.support import (
     DEAD_LETTER_ADAPTER,
@@ -185,3 +194,53 @@ async def test_the_judge_failing_still_publishes_the_best_member() -> None:
     assert result.answer == "member 0: Rayleigh scattering."
     assert result.judge is not None
     assert result.judge.status == "error"
+
+
+REPLIES_ADAPTER: TypeAdapter[FusedResult | AnswerChunk | FusionProgress | GatewayPresence] = TypeAdapter(
+    ReplyMessage
+)
+
+
+async def test_progress_events_go_ahead_of_the_result_in_order() -> None:
+    broker, capture, _, _ = judge_broker()
+    plan = a_plan("req-p", members=3, reply_to=ReplyTo(topic=CUSTOM)).model_copy(update={"progress": True})
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(encode(an_answer("req-p", 1)), topic=topics.ANSWERS)  # before the plan
+        await test_broker.publish(encode(plan), topic=topics.ANSWERS)
+        await test_broker.publish(encode(an_answer("req-p", 0)), topic=topics.ANSWERS)
+        await test_broker.publish(encode(an_answer("req-p", 0)), topic=topics.ANSWERS)  # a repeat
+        await test_broker.publish(encode(an_answer("req-p", 2, status="error")), topic=topics.ANSWERS)
+        await eventually(lambda: any(b'"kind":"result"' in r.body for r in capture.records[CUSTOM]))
+
+    messages = capture.decoded(CUSTOM, REPLIES_ADAPTER)
+    told = [(m.event, m.member_index) for m in messages if isinstance(m, FusionProgress)]
+    assert told == [
+        ("panel.added", 0),
+        ("panel.added", 1),
+        ("panel.added", 2),
+        ("panel.completed", 1),  # the answer that came before the plan
+        ("panel.completed", 0),
+        ("panel.failed", 2),
+        ("analysis.in_progress", None),
+        ("analysis.completed", None),
+    ]
+    assert [m.kind for m in messages][-1] == "result"  # every event went ahead of it
+    completed = next(m for m in messages if isinstance(m, FusionProgress) and m.event == "panel.completed")
+    assert completed.text == "member 1: Rayleigh scattering."
+    assert completed.model == "member-1"
+    analysed = next(m for m in messages if isinstance(m, FusionProgress) and m.event == "analysis.completed")
+    assert analysed.analysis is not None
+    assert analysed.analysis.blind_spots == ["sunsets"]
+
+
+async def test_no_progress_events_unless_asked() -> None:
+    broker, capture, _, _ = judge_broker()
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(
+            encode(a_plan("req-q", members=2, reply_to=ReplyTo(topic=CUSTOM))), topic=topics.ANSWERS
+        )
+        for index in range(2):
+            await test_broker.publish(encode(an_answer("req-q", index)), topic=topics.ANSWERS)
+        await eventually(lambda: len(capture.records[CUSTOM]) == 1)
+        await asyncio.sleep(0.05)
+    assert [m.kind for m in capture.decoded(CUSTOM, REPLIES_ADAPTER)] == ["result"]

@@ -122,6 +122,7 @@ def plan_request(
         dispatched_at=now,
         reply_to=request.reply_to,
         stream=request.stream,
+        progress=request.progress,
         strategy=panel.strategy,
         analysis_temperature=request.analysis_temperature or 0.0,
     )

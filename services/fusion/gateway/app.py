@@ -13,7 +13,7 @@ import structlog
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from fusion_contracts import AnswerChunk, FusedResult, FusionRequest
+from fusion_contracts import AnswerChunk, FusedResult, FusionProgress, FusionRequest
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
@@ -30,7 +30,7 @@ from fusion.gateway.openai_types import ChatCompletionRequest, ErrorType
 from fusion.gateway.responses_api import responses_routes
 from fusion.gateway.sse import completion_as_sse, sse
 from fusion.gateway.tools import CallModel, FusionRefused, lists_fusion_tool, run_tool_loop
-from fusion.gateway.updates import Failed, Finished, KeepAlive, TextDelta, Update
+from fusion.gateway.updates import Failed, Finished, KeepAlive, Progress, TextDelta, Update
 from fusion.kafka.tap import Reply
 from fusion.models import ChatModel, ModelConfigError, ModelError, ModelHTTPError, ModelRouter
 from fusion.research.base import CALLER_HEADER
@@ -276,6 +276,9 @@ class Gateway:
                 if text := answer.chunk(message):
                     yield TextDelta(text)
                 continue
+            if isinstance(message, FusionProgress):
+                yield Progress(message)
+                continue
             self.metrics.results.labels(status=message.status).inc()
             if failure := translate.result_error(message):
                 yield Failed(failure)
@@ -478,6 +481,8 @@ async def chat_events(updates: AsyncIterator[Update], request_id: str, model: st
             yield ": keep-alive\n\n"
         elif isinstance(update, TextDelta):
             yield sse(translate.chunk(request_id, model, created, {"content": update.text}))
+        elif isinstance(update, Progress):  # an extension standard clients ignore: no choices
+            yield sse(translate.progress_chunk(request_id, model, created, update.event))
         elif isinstance(update, Failed):
             yield sse(update.error.body())
         else:

@@ -53,6 +53,11 @@ class FusionOptions(BaseModel):
         "the preset's by default.",
     )
     max_tool_calls: int | None = Field(default=None, description="Tool calls per member answer.")
+    progress: bool | None = Field(
+        default=None,
+        description="With stream: chunks without choices carry `fusion_progress` events as members "
+        "answer and the judge analyses.",
+    )
 
 
 class ChatCompletionRequest(_Lenient):

@@ -2,7 +2,15 @@
 
 from typing import Any, Final
 
-from fusion_contracts import ChatMessage, FusedResult, FusionRequest, ModelSpec, Policy, ReplyTo
+from fusion_contracts import (
+    ChatMessage,
+    FusedResult,
+    FusionProgress,
+    FusionRequest,
+    ModelSpec,
+    Policy,
+    ReplyTo,
+)
 from pydantic import ValidationError
 
 from fusion.catalog import Catalog, CatalogError
@@ -182,6 +190,7 @@ def to_fusion_request(
             analysis_temperature=options.analysis_temperature if options else None,
             tools=options.tools if options else None,
             max_tool_calls=options.max_tool_calls if options else None,
+            progress=bool(stream and options and options.progress),
             metadata={"via": "gateway"},
         )
     except ValidationError as error:
@@ -302,6 +311,18 @@ def chunk(
         "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
     }
+
+
+def progress_chunk(request_id: str, model: str, created: int, event: FusionProgress) -> dict[str, Any]:
+    """A progress event in a chat completion stream: a chunk with no choices (which standard clients
+    skip) and the event as `fusion_progress`, named as OpenRouter's Responses events are."""
+    body = chunk(request_id, model, created, {})
+    body["choices"] = []
+    body["fusion_progress"] = {
+        "type": f"response.fusion_call.{event.event}",
+        **event.model_dump(mode="json", exclude_none=True, exclude={"kind", "schema_version", "event"}),
+    }
+    return body
 
 
 def result_error(result: FusedResult) -> GatewayError | None:

@@ -4,7 +4,7 @@ messages) turns these into its own server-sent events."""
 
 from dataclasses import dataclass
 
-from fusion_contracts import FusedResult
+from fusion_contracts import FusedResult, FusionProgress
 
 from fusion.gateway.errors import GatewayError
 
@@ -23,6 +23,13 @@ class KeepAlive:
 
 
 @dataclass(frozen=True, slots=True)
+class Progress:
+    """What the panel or the judge is doing (only for requests that asked for progress)."""
+
+    event: FusionProgress
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """The result, with an answer (complete or partial); the last update."""
 
@@ -36,4 +43,4 @@ class Failed:
     error: GatewayError
 
 
-Update = TextDelta | KeepAlive | Finished | Failed
+Update = TextDelta | KeepAlive | Progress | Finished | Failed

@@ -2,7 +2,7 @@
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -15,6 +15,7 @@ from fusion_contracts import (
     AnswerChunk,
     AnswersMessage,
     FusedResult,
+    FusionProgress,
     PanelAnswer,
     PanelPlan,
     PanelRejection,
@@ -27,10 +28,12 @@ from pydantic import TypeAdapter
 from fusion.catalog import Catalog
 from fusion.clock import seconds_until, utc_now
 from fusion.dispatcher.planning import rejected_result
-from fusion.judge.fusing import Judge, crashed_result
+from fusion.judge import progress
+from fusion.judge.fusing import Judge, Stages, crashed_result
 from fusion.judge.gathering import LATE_ANSWERS_S, Gathering, Gatherings
 from fusion.judge.ledger import Ledger
 from fusion.judge.output import GROUP, ReleasedMarkers, TransactionalResults
+from fusion.judge.progress import ProgressSender
 from fusion.judge.streaming import ChunkPublisher
 from fusion.kafka.assignment import AssignmentListener
 from fusion.kafka.batches import BatchSubscription, Fetched, each_record, rewind
@@ -118,6 +121,8 @@ class JudgeService:
         wait for, as on the in-memory broker)."""
         self._slots = asyncio.Semaphore(concurrency)
         self._stale_after = timedelta(seconds=stale_after_s)
+        self._progress: dict[str, ProgressSender] = {}
+        """Requests that asked for progress events, each with its sender, until its result goes."""
 
     @property
     def full(self) -> bool:
@@ -153,7 +158,48 @@ class JudgeService:
             return
         self.ledger.record(partition, offset, message.request_id)
         if isinstance(seen, Gathering):  # not "fusing": read again after a rebalance, it runs on
+            self._tell_progress(seen, message)
             self._check(seen)
+
+    def _tell_progress(self, gathering: Gathering, message: PanelPlan | PanelAnswer) -> None:
+        """The progress events a message makes, for a request that asked for them: every member
+        when the plan comes (and the answers that came before it), then each answer as it comes."""
+        plan = gathering.plan
+        if plan is None or not plan.progress:
+            return
+        if isinstance(message, PanelPlan):
+            answers = [gathering.answers[i] for i in sorted(gathering.answers) if i < len(plan.members)]
+            events = [*progress.members_added(plan), *(progress.member_answered(plan, a) for a in answers)]
+        elif gathering.answers.get(message.member_index) is message and message.member_index < len(
+            plan.members
+        ):
+            events = [progress.member_answered(plan, message)]
+        else:
+            return  # a repeat of an answer told already
+        self._progress_sender(plan).tell(*events)
+
+    def _progress_sender(self, plan: PanelPlan) -> ProgressSender:
+        sender = self._progress.get(plan.request_id)
+        if sender is None:
+            sender = self._progress[plan.request_id] = ProgressSender(self._replier(plan))
+        return sender
+
+    def _replier(
+        self, plan: PanelPlan
+    ) -> Callable[[FusedResult | AnswerChunk | FusionProgress], Awaitable[None]]:
+        """Sends a message where the request's result goes: its `reply_to`, or `fusion.results`."""
+        reply_to = plan.reply_to
+        key = topics.request_key(plan.request_id)
+
+        async def reply(message: FusedResult | AnswerChunk | FusionProgress) -> None:
+            await self._outbox.send(
+                reply_to.topic if reply_to else topics.RESULTS,
+                message,
+                key,
+                reply_to.partition if reply_to else None,
+            )
+
+        return reply
 
     def _on_rejection(self, rejection: PanelRejection, partition: int, offset: int) -> None:
         """The dispatcher refused the request: its `rejected` result goes out like any result, once,
@@ -247,6 +293,7 @@ class JudgeService:
         if task := self._fusing.get(request_id):
             task.cancel()
         self._gatherings.abandon(request_id)
+        self._progress.pop(request_id, None)
 
     def adopt(self, released: dict[int, set[str]]) -> None:
         """Markers of requests some judge released: their fusions here stop, their messages are
@@ -339,27 +386,33 @@ class JudgeService:
         log.info(
             "request released", request_id=plan.request_id, reason=reason, answers=len(gathering.answers)
         )
-        reply_to = plan.reply_to
-        key = topics.request_key(plan.request_id)
-
-        async def reply(message: FusedResult | AnswerChunk) -> None:
-            await self._outbox.send(
-                reply_to.topic if reply_to else topics.RESULTS,
-                message,
-                key,
-                reply_to.partition if reply_to else None,
+        chunks = ChunkPublisher(plan.request_id, self._replier(plan)) if plan.stream else None
+        told = self._progress_sender(plan) if plan.progress else None
+        stages = (
+            Stages(
+                started=lambda: told.tell(progress.analysing(plan)),
+                analysed=lambda analysis: told.tell(progress.analysed(plan, analysis)),
             )
-
-        chunks = ChunkPublisher(plan.request_id, reply) if plan.stream else None
+            if told is not None
+            else None
+        )
         self._metrics.releases.labels(reason=reason).inc()
         async with self._slots:
             try:
                 result = await self._judge.fuse(
-                    plan, gathering.answers, reason, released_at, chunks.push if chunks else None
+                    plan,
+                    gathering.answers,
+                    reason,
+                    released_at,
+                    chunks.push if chunks else None,
+                    stages=stages,
                 )
             except Exception as error:
                 log.exception("fusion crashed", request_id=plan.request_id)
                 result = crashed_result(plan, gathering.answers, reason, released_at, error)
+        if told is not None:
+            await told.close()  # its events go ahead of the result
+            self._progress.pop(plan.request_id, None)
         if chunks is not None:
             try:
                 await chunks.close()

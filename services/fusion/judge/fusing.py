@@ -10,7 +10,7 @@ judge, and so does a panel whose answers all agree (`answer_source="agreement"`)
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -173,6 +173,14 @@ class _JudgeRun:
     latency_ms: float = 0.0
     sources: list[Source] = field(default_factory=list)
     """The panel's sources, which the answers cite as [n]."""
+    stages: "Stages | None" = None
+    analysed: bool = False
+
+    def tell_analysed(self) -> None:
+        """Tells `stages` the analysis is over (once): before the answer is written."""
+        if self.stages is not None and not self.analysed:
+            self.stages.analysed(self.analysis)
+        self.analysed = True
 
     def fail(self, problem: FailureReason, message: str, *, call_failed: bool = False) -> None:
         if self.problem is None:
@@ -191,6 +199,15 @@ def _problem(error: Exception) -> tuple[FailureReason, str]:
     return "judge_upstream_error", str(error)
 
 
+@dataclass(frozen=True, slots=True)
+class Stages:
+    """Told as the judge's work goes (for progress events): `started` when its first call begins,
+    `analysed` once it has its analysis (None when it has none), before the answer is written."""
+
+    started: Callable[[], None]
+    analysed: Callable[[Analysis | None], None]
+
+
 class Judge:
     def __init__(self, models: CompletesChat) -> None:
         self._models = models
@@ -202,8 +219,11 @@ class Judge:
         release: ReleaseReason,
         released_at: datetime,
         on_delta: OnDelta | None = None,
+        *,
+        stages: Stages | None = None,
     ) -> FusedResult:
-        """`on_delta` receives the final answer as the judge writes it (requests with `stream`)."""
+        """`on_delta` receives the final answer as the judge writes it (requests with `stream`);
+        `stages` is told when the judge's calls start and when its analysis is done."""
         members = member_outcomes(plan, answers)
         # Each answer's [n] now refers to the panel's merged sources.
         sources, usable = citations.merge(
@@ -242,7 +262,9 @@ class Judge:
                 status=status, answer=usable[agreed], answer_source="agreement", selected_member=agreed, **gap
             )
 
-        run = _JudgeRun(sources=sources)
+        run = _JudgeRun(sources=sources, stages=stages)
+        if stages is not None:
+            stages.started()
         started = time.perf_counter()
         strategies = {
             "synthesize": self._synthesize,
@@ -251,6 +273,7 @@ class Judge:
             "vote": self._vote,
         }
         await strategies[plan.strategy](run, plan, usable, on_delta)
+        run.tell_analysed()
         run.latency_ms = (time.perf_counter() - started) * 1000
         if run.answer is None:
             indices = sorted(usable)
@@ -348,6 +371,7 @@ class Judge:
                 message = "the analysis took longer than its share of the deadline"
             run.analysis_error = message[:2000]
             run.fail(code, f"the judge's analysis could not be used: {message}")
+        run.tell_analysed()
         try:
             text = await self._call(
                 run,

@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 from fusion_contracts import (
     AnswerChunk,
     FusedResult,
+    FusionProgress,
     GatewayPresence,
     PanelAnswer,
     PanelPlan,
@@ -161,7 +162,7 @@ class Correlator(Generic[T]):
         self._listeners.pop(request_id, None)
 
 
-Reply = FusedResult | AnswerChunk
+Reply = FusedResult | AnswerChunk | FusionProgress
 
 SEEN_REQUESTS = 100_000
 """How many request ids a `ReplyRouter` counts results of, by default (the oldest are forgotten)."""
@@ -185,10 +186,10 @@ class BoundedCounter(Counter[str]):
 
 class ReplyRouter(Correlator[Reply]):
     """Replies by request id: a future per request completes with its `FusedResult`, and listeners
-    also see the `AnswerChunk`s ahead of it. `seen` counts results per request id, for the last
-    `remember` request ids that had one (0: none are counted). Futures and listeners stay until
-    their request is forgotten: their number is the caller's in-flight requests. A gateway's
-    `GatewayPresence` on the topic is skipped."""
+    also see the `AnswerChunk`s and `FusionProgress` events ahead of it. `seen` counts results per
+    request id, for the last `remember` request ids that had one (0: none are counted). Futures and
+    listeners stay until their request is forgotten: their number is the caller's in-flight requests.
+    A gateway's `GatewayPresence` on the topic is skipped."""
 
     def __init__(self, bootstrap: str, topic: str, remember: int = SEEN_REQUESTS) -> None:
         super().__init__(bootstrap, topic, _REPLIES, lambda message: message.request_id)
@@ -239,8 +240,12 @@ class ReplyRouter(Correlator[Reply]):
             self.forget(request_id)
 
 
-_REPLIES: TypeAdapter[Reply] = TypeAdapter(Annotated[FusedResult | AnswerChunk, Discriminator("kind")])
-_REPLY_TOPIC: TypeAdapter[FusedResult | AnswerChunk | GatewayPresence] = TypeAdapter(ReplyMessage)
+_REPLIES: TypeAdapter[Reply] = TypeAdapter(
+    Annotated[FusedResult | AnswerChunk | FusionProgress, Discriminator("kind")]
+)
+_REPLY_TOPIC: TypeAdapter[FusedResult | AnswerChunk | FusionProgress | GatewayPresence] = TypeAdapter(
+    ReplyMessage
+)
 _PROGRESS: TypeAdapter[PanelPlan | PanelAnswer] = TypeAdapter(
     Annotated[PanelPlan | PanelAnswer, Discriminator("kind")]
 )
