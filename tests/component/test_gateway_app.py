@@ -10,7 +10,7 @@ sets that link up itself.)
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ from fusion_contracts import (
     AnswerChunk,
     ChatMessage,
     FusedResult,
+    FusionProgress,
     FusionRequest,
     MemberOutcome,
     Timings,
@@ -119,7 +120,7 @@ class FakeLink(FusionLink):
         self.submitted: list[FusionRequest] = []
         self.forgotten: list[str] = []
         self.respond: Callable[[FusionRequest], FusedResult | None] = answered
-        self.chunks: Callable[[FusionRequest], list[AnswerChunk]] = lambda _: []
+        self.chunks: Callable[[FusionRequest], Sequence[AnswerChunk | FusionProgress]] = lambda _: []
         self.hold: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -480,6 +481,44 @@ async def test_a_streamed_fusion_sends_role_deltas_finish_and_done(catalog: Cata
     assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
     assert {chunk["model"] for chunk in chunks} == {"fusion"}
     assert h.link.forgotten == [request.request_id]
+
+
+async def test_progress_events_come_as_chunks_without_choices_when_asked(catalog: Catalog) -> None:
+    def told(request: FusionRequest) -> list[AnswerChunk | FusionProgress]:
+        return [
+            FusionProgress(request_id=request.request_id, event="panel.added", member_index=0, model="alpha"),
+            FusionProgress(
+                request_id=request.request_id,
+                event="panel.completed",
+                member_index=0,
+                model="alpha",
+                text="Blue light scatters.",
+                latency_ms=12.0,
+            ),
+            FusionProgress(request_id=request.request_id, event="analysis.in_progress"),
+            *stream_of(request, (0, ANSWER)),
+        ]
+
+    async with harness(catalog) as h:
+        h.link.chunks = told
+        asked = await h.chat(ask(stream=True, fusion={"progress": True}))
+        await h.chat(ask(stream=True))
+        unstreamed = await h.chat(ask(fusion={"progress": True}))
+
+    first, second, third = h.link.submitted
+    assert (first.progress, second.progress, third.progress) == (True, False, False)
+    chunks = data_of(events(asked))
+    progress = [chunk["fusion_progress"] for chunk in chunks if "fusion_progress" in chunk]
+    assert [event["type"] for event in progress] == [
+        "response.fusion_call.panel.added",
+        "response.fusion_call.panel.completed",
+        "response.fusion_call.analysis.in_progress",
+    ]
+    assert progress[1]["text"] == "Blue light scatters."
+    assert progress[1]["model"] == "alpha"
+    assert all(chunk["choices"] == [] for chunk in chunks if "fusion_progress" in chunk)
+    assert contents([chunk for chunk in chunks if chunk["choices"]]) == [ANSWER]
+    assert unstreamed.status_code == 200
 
 
 async def test_a_result_longer_than_the_stream_sends_the_rest(catalog: Catalog) -> None:
