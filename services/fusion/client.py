@@ -8,7 +8,7 @@ from types import TracebackType
 from fusion_contracts import FusedResult, FusionRequest, PanelAnswer, PanelPlan, topics
 
 from fusion.kafka.broker import Outbox, build_broker
-from fusion.kafka.tap import answer_watcher, result_waiter
+from fusion.kafka.tap import Reply, answer_watcher, result_waiter
 from fusion.settings import Settings
 
 RESULT_MARGIN_S = 10.0
@@ -41,13 +41,20 @@ class FusionClient:
         await self._stack.aclose()
 
     async def submit(
-        self, request: FusionRequest, on_progress: Callable[[PanelPlan | PanelAnswer], None] | None = None
+        self,
+        request: FusionRequest,
+        on_progress: Callable[[PanelPlan | PanelAnswer], None] | None = None,
+        on_reply: Callable[[Reply], None] | None = None,
     ) -> "asyncio.Future[FusedResult]":
         """Publishes the request; the future completes with its result. With `watch_answers`,
-        `on_progress` sees the request's plan and each member's answer as they pass."""
+        `on_progress` sees the request's plan and each member's answer as they pass on
+        `fusion.answers`; `on_reply` sees what comes for it on `fusion.results` (its `AnswerChunk`s with
+        `stream`, its `FusionProgress` events with `progress`, then its result)."""
         future = self.results.expect(request.request_id)
         if on_progress is not None and self._answers is not None:
             self._answers.listen(request.request_id, on_progress)
+        if on_reply is not None:
+            self.results.listen(request.request_id, on_reply)
         await self._outbox.send(topics.REQUESTS, request, topics.request_key(request.request_id))
         return future
 
@@ -56,8 +63,9 @@ class FusionClient:
         request: FusionRequest,
         on_progress: Callable[[PanelPlan | PanelAnswer], None] | None = None,
         timeout_s: float | None = None,
+        on_reply: Callable[[Reply], None] | None = None,
     ) -> FusedResult:
-        await self.submit(request, on_progress)
+        await self.submit(request, on_progress, on_reply)
         wait_s = timeout_s if timeout_s is not None else request.policy.deadline_s + RESULT_MARGIN_S
         try:
             return await self.results.wait(request.request_id, wait_s)

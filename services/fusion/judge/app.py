@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaError
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from fusion_contracts import (
+    Analysis,
     AnswerChunk,
     AnswersMessage,
     FusedResult,
@@ -388,14 +389,17 @@ class JudgeService:
         )
         chunks = ChunkPublisher(plan.request_id, self._replier(plan)) if plan.stream else None
         told = self._progress_sender(plan) if plan.progress else None
-        stages = (
-            Stages(
-                started=lambda: told.tell(progress.analysing(plan)),
-                analysed=lambda analysis: told.tell(progress.analysed(plan, analysis)),
-            )
-            if told is not None
-            else None
-        )
+        stages = None
+        if told is not None:
+
+            async def started() -> None:
+                told.tell(progress.analysing(plan))
+
+            async def analysed(analysis: Analysis | None) -> None:
+                told.tell(progress.analysed(plan, analysis))
+                await told.close()  # out before the answer's first chunk
+
+            stages = Stages(started, analysed)
         self._metrics.releases.labels(reason=reason).inc()
         async with self._slots:
             try:

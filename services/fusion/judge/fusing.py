@@ -10,7 +10,7 @@ judge, and so does a panel whose answers all agree (`answer_source="agreement"`)
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -176,11 +176,13 @@ class _JudgeRun:
     stages: "Stages | None" = None
     analysed: bool = False
 
-    def tell_analysed(self) -> None:
+    async def tell_analysed(self) -> None:
         """Tells `stages` the analysis is over (once): before the answer is written."""
-        if self.stages is not None and not self.analysed:
-            self.stages.analysed(self.analysis)
+        if self.analysed:
+            return
         self.analysed = True
+        if self.stages is not None:
+            await self.stages.analysed(self.analysis)
 
     def fail(self, problem: FailureReason, message: str, *, call_failed: bool = False) -> None:
         if self.problem is None:
@@ -201,11 +203,12 @@ def _problem(error: Exception) -> tuple[FailureReason, str]:
 
 @dataclass(frozen=True, slots=True)
 class Stages:
-    """Told as the judge's work goes (for progress events): `started` when its first call begins,
-    `analysed` once it has its analysis (None when it has none), before the answer is written."""
+    """Told as the judge's work goes (for progress events): `started` when its work begins,
+    `analysed` once it has its analysis (None when it has none); the answer is written only once
+    `analysed` returns, so what it tells goes out first."""
 
-    started: Callable[[], None]
-    analysed: Callable[[Analysis | None], None]
+    started: Callable[[], Awaitable[None]]
+    analysed: Callable[[Analysis | None], Awaitable[None]]
 
 
 class Judge:
@@ -264,7 +267,7 @@ class Judge:
 
         run = _JudgeRun(sources=sources, stages=stages)
         if stages is not None:
-            stages.started()
+            await stages.started()
         started = time.perf_counter()
         strategies = {
             "synthesize": self._synthesize,
@@ -273,7 +276,7 @@ class Judge:
             "vote": self._vote,
         }
         await strategies[plan.strategy](run, plan, usable, on_delta)
-        run.tell_analysed()
+        await run.tell_analysed()
         run.latency_ms = (time.perf_counter() - started) * 1000
         if run.answer is None:
             indices = sorted(usable)
@@ -371,7 +374,7 @@ class Judge:
                 message = "the analysis took longer than its share of the deadline"
             run.analysis_error = message[:2000]
             run.fail(code, f"the judge's analysis could not be used: {message}")
-        run.tell_analysed()
+        await run.tell_analysed()
         try:
             text = await self._call(
                 run,
