@@ -249,6 +249,7 @@ def test_an_image_part_is_a_400() -> None:
     message = invalid(caught, "messages")
     assert "messages[0]" in message
     assert "text content only" in message
+    assert "image_url is not supported" in message
 
 
 @pytest.mark.parametrize("content", ["", "   \n", [{"type": "text", "text": " "}]])

@@ -100,7 +100,12 @@ def _text(message: ChatMessageIn, index: int) -> str:
         parts = [part.get("text") for part in content if part.get("type") == "text"]
         if len(parts) == len(content) and all(isinstance(part, str) for part in parts):
             return "".join(str(part) for part in parts)
-        raise GatewayError.invalid(f"messages[{index}]: a fused request takes text content only", "messages")
+        others = sorted({str(part.get("type")) for part in content if part.get("type") != "text"})
+        raise GatewayError.invalid(
+            f"messages[{index}]: content of type {', '.join(others) or 'text without text'} is not "
+            "supported: a fused request takes text content only (no images, audio or files)",
+            "messages",
+        )
     raise GatewayError.invalid(f"messages[{index}] has no content", "messages")
 
 
