@@ -10,7 +10,14 @@ import httpx
 import pytest
 from fusion.catalog import Catalog, load_catalog
 from fusion.gateway import app as gateway_app
-from fusion_contracts import ChatMessage, FusedResult, FusionRequest, MemberOutcome
+from fusion_contracts import (
+    AnswerChunk,
+    ChatMessage,
+    FusedResult,
+    FusionProgress,
+    FusionRequest,
+    MemberOutcome,
+)
 from fusion_contracts.result import Analysis
 
 from tests.component.support import eventually
@@ -84,6 +91,7 @@ FUSION_OPENING = [  # the openrouter:fusion item, then the message
     "response.output_item.added",
     "response.output_item.added",
     "response.content_part.added",
+    "response.fusion_call.in_progress",
 ]
 CLOSING = ["response.output_text.done", "response.content_part.done", "response.output_item.done"]
 
@@ -176,6 +184,7 @@ async def test_a_streamed_fusion_sends_the_standard_events(catalog: Catalog) -> 
         "response.output_text.delta",
         "response.output_text.delta",
         "response.output_text.delta",
+        "response.fusion_call.completed",
         "response.output_item.done",  # the fusion item, whole
         *CLOSING,
         "response.completed",
@@ -189,8 +198,8 @@ async def test_a_streamed_fusion_sends_the_standard_events(catalog: Catalog) -> 
         "status": "in_progress",
     }
     assert {p["output_index"] for p in payloads if p["type"] == "response.output_text.delta"} == {1}
-    assert payloads[8]["item"]["status"] == "completed"
-    assert payloads[8]["item"]["responses"] == [{"model": "alpha", "content": ""}]
+    assert payloads[10]["item"]["status"] == "completed"
+    assert payloads[10]["item"]["responses"] == [{"model": "alpha", "content": ""}]
     completed = payloads[-1]["response"]
     assert completed["status"] == "completed"
     assert completed["output"][0]["type"] == "openrouter:fusion"
@@ -208,6 +217,52 @@ async def test_a_streamed_fusion_whose_result_is_longer_sends_the_rest(catalog: 
     payloads = events_of(response)
     assert text_of(payloads) == ANSWER
     assert payloads[-1]["response"]["output"][1]["content"][0]["text"] == ANSWER
+
+
+async def test_a_streamed_fusion_asks_for_progress_and_sends_it_as_fusion_call_events(
+    catalog: Catalog,
+) -> None:
+    def told(request: FusionRequest) -> list[AnswerChunk | FusionProgress]:
+        rid = request.request_id
+        return [
+            FusionProgress(request_id=rid, event="panel.added", member_index=0, model="alpha"),
+            FusionProgress(request_id=rid, event="panel.added", member_index=1, model="beta"),
+            FusionProgress(
+                request_id=rid, event="panel.completed", member_index=0, model="alpha", text="Blue light."
+            ),
+            FusionProgress(
+                request_id=rid, event="panel.failed", member_index=1, model="beta", error="HTTP 500"
+            ),
+            FusionProgress(request_id=rid, event="analysis.in_progress"),
+            FusionProgress(request_id=rid, event="analysis.completed"),
+            *stream_of(request, (0, ANSWER)),
+        ]
+
+    async with harness(catalog) as h:
+        h.link.chunks = told
+        response = await respond(h, ask(stream=True))
+
+    [request] = h.link.submitted
+    assert request.progress is True
+    payloads = events_of(response)
+    fusion = [p for p in payloads if p["type"].startswith("response.fusion_call.")]
+    assert [p["type"].removeprefix("response.fusion_call.") for p in fusion] == [
+        "in_progress",
+        "panel.added",
+        "panel.added",
+        "panel.delta",
+        "panel.completed",
+        "panel.failed",
+        "analysis.in_progress",
+        "analysis.completed",
+        "completed",
+    ]
+    assert {p["item_id"] for p in fusion} == {f"fusion_{request.request_id}"}
+    assert fusion[3]["delta"] == "Blue light."
+    assert fusion[5]["error"] == "HTTP 500"
+    numbers = [p["sequence_number"] for p in payloads]
+    assert numbers == list(range(len(payloads)))
+    assert text_of(payloads) == ANSWER
 
 
 async def test_a_failed_streamed_fusion_ends_with_error_and_response_failed(catalog: Catalog) -> None:

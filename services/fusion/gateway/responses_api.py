@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from fusion_contracts import FusedResult
+from fusion_contracts import FusedResult, FusionProgress
 from pydantic import BaseModel, ConfigDict, Field
 
 from fusion.gateway import openrouter, translate
 from fusion.gateway.errors import GatewayError
 from fusion.gateway.openai_types import ChatCompletionRequest, FusionOptions
 from fusion.gateway.response_store import Message, ResponseStore
-from fusion.gateway.updates import Failed, Finished, KeepAlive, TextDelta, Update
+from fusion.gateway.updates import Failed, Finished, KeepAlive, Progress, TextDelta, Update
 from fusion.models import ModelError, ModelResponseError
 
 if TYPE_CHECKING:
@@ -364,6 +364,28 @@ class ResponseEvents:
             self._event("response.content_part.added", **self._where(), part=_text_part("", [])),
         ]
 
+    def progress(self, event: FusionProgress) -> list[str]:
+        """A fusion's progress as OpenRouter names it, on its `openrouter:fusion` item: a member's
+        answer comes as `panel.delta` (the whole text: members do not stream) then `panel.completed`."""
+        where = {"item_id": self.lead[0]["id"], "output_index": 0} if self.lead else {}
+        fields = event.model_dump(mode="json", exclude_none=True, exclude={"kind", "schema_version", "event"})
+        kind = f"response.fusion_call.{event.event}"
+        if event.event == "panel.completed" and event.text:
+            delta = self._event(
+                "response.fusion_call.panel.delta",
+                **where,
+                member_index=event.member_index,
+                model=event.model,
+                delta=event.text,
+            )
+            return [delta, self._event(kind, **where, **fields)]
+        return [self._event(kind, **where, **fields)]
+
+    def fusion_call(self, stage: str) -> str:
+        """`response.fusion_call.in_progress` or `.completed`, around the fusion's progress."""
+        where = {"item_id": self.lead[0]["id"], "output_index": 0} if self.lead else {}
+        return self._event(f"response.fusion_call.{stage}", **where)
+
     def delta(self, text: str) -> str:
         self.parts.append(text)
         return self._event("response.output_text.delta", **self._where(), delta=text, logprobs=[])
@@ -472,9 +494,13 @@ async def fusion_events(
     """A fusion's updates as a response's events; `keep` gets the answer once it is complete."""
     for event in events.opening():
         yield event
+    yield events.fusion_call("in_progress")
     async for update in updates:
         if isinstance(update, KeepAlive):
             yield ": keep-alive\n\n"
+        elif isinstance(update, Progress):
+            for event in events.progress(update.event):
+                yield event
         elif isinstance(update, TextDelta):
             yield events.delta(update.text)
         elif isinstance(update, Failed):
@@ -482,6 +508,7 @@ async def fusion_events(
                 yield event
             return
         elif isinstance(update, Finished):
+            yield events.fusion_call("completed")
             result = update.result
             closing = events.closing(
                 responses_usage(translate.usage(result)),
@@ -607,7 +634,9 @@ class Responses:
         events: AsyncIterator[str]
         try:
             if translate.is_fusion_model(chat.model):
-                updates, request_id = await gateway.fusion_updates(gateway.fusion_request(chat, stream=True))
+                # The panel's progress comes as OpenRouter's response.fusion_call.* events.
+                request = gateway.fusion_request(chat, stream=True).model_copy(update={"progress": True})
+                updates, request_id = await gateway.fusion_updates(request)
                 release.append(lambda: gateway.link.forget(request_id))
                 frame = ResponseFrame.start(body, request_id, time.time())
                 keep = self.keeper(body, frame, conversation)
