@@ -1152,3 +1152,39 @@ async def test_a_call_from_a_fusion_service_is_refused_as_a_loop(catalog: Catalo
         assert "Fusion cannot call itself" in error["message"]
     assert plain.status_code == 200
     assert h.gateway._in_flight == 0
+
+
+# --- OpenRouter's fusion shapes on chat completions ---------------------------------------------
+
+
+async def test_openrouter_shapes_fuse_on_chat_completions(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        slug = await h.chat(ask(model="openrouter/fusion"))
+        plugin = await h.chat(
+            ask(model="alpha", plugins=[{"id": "fusion", "analysis_models": ["alpha", "beta"]}])
+        )
+        tool = await h.chat(
+            ask(
+                model="fusion",
+                tools=[{"type": "openrouter:fusion", "parameters": {"analysis_models": ["beta", "beta"]}}],
+            )
+        )
+        other_plugin = await h.chat(ask(model="fusion/duo", plugins=[{"id": "web"}]))
+
+    for response in (slug, plugin, tool, other_plugin):
+        assert response.status_code == 200, response.text
+        assert response.json()["choices"][0]["message"]["content"] == ANSWER
+    by_slug, by_plugin, by_tool, by_other = h.link.submitted
+    assert by_slug.preset == "duo"  # the catalog's default preset, as plain `fusion`
+    assert [m.model for m in by_plugin.panel or []] == ["alpha", "beta"]
+    assert by_plugin.judge is not None
+    assert by_plugin.judge.model == "alpha"  # the request's own model analyses, as on OpenRouter
+    assert [m.model for m in by_tool.panel or []] == ["beta", "beta"]
+    assert by_other.preset == "duo"
+
+
+async def test_a_bad_fusion_plugin_is_a_400(catalog: Catalog) -> None:
+    async with harness(catalog) as h:
+        response = await h.chat(ask(model="fusion", plugins=[{"id": "fusion", "analysis_models": "alpha"}]))
+    assert response.status_code == 400
+    assert error_of(response)["param"] == "plugins"

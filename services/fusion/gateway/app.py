@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from fusion.catalog import Catalog
-from fusion.gateway import translate
+from fusion.gateway import openrouter, translate
 from fusion.gateway.answer_stream import AnswerStream
 from fusion.gateway.body_limit import BodyLimit
 from fusion.gateway.errors import GatewayError
@@ -411,6 +411,7 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
         request: Request,
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> Response:
+        body = _read_openrouter_shapes(body)
         kind = "fusion" if translate.is_fusion_model(body.model) else "model"
         gateway.metrics.requests.labels(kind=kind, stream=str(body.stream).lower()).inc()
         if idempotency_key:
@@ -448,6 +449,13 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
         return Response(gateway.metrics.render(), media_type=gateway.metrics.content_type)
 
     return app
+
+
+def _read_openrouter_shapes(body: ChatCompletionRequest) -> ChatCompletionRequest:
+    """The request with OpenRouter's fusion shapes (the `openrouter/fusion` slug, the `fusion` plugin,
+    the `openrouter:fusion` server tool) read into the gateway's own model name and `fusion` object."""
+    routed = openrouter.route(body.model, body.fusion, body.plugins, body.tools)
+    return body.model_copy(update={"model": routed.model, "fusion": routed.fusion, "tools": routed.tools})
 
 
 class HeldStream(StreamingResponse):

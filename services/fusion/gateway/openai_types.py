@@ -71,6 +71,9 @@ class ChatCompletionRequest(_Lenient):
     seed: int | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    plugins: list[dict[str, Any]] | None = Field(
+        default=None, description="OpenRouter's plugins: the `fusion` plugin fuses; others are ignored."
+    )
     fusion: FusionOptions | None = None
 
 
