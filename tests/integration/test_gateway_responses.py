@@ -88,6 +88,22 @@ async def test_the_sdk_streams_the_standard_events_as_the_judge_writes(gateways:
     ]
     assert types[-1] == "response.completed"
     assert numbers == list(range(len(numbers)))
+    # The panel's progress, from the judge over Kafka, as OpenRouter names it: the SDK passes the
+    # events it has no class for through, in order.
+    fusion_calls = [kind.removeprefix("response.fusion_call.") for kind in types if "fusion_call" in kind]
+    assert fusion_calls == [
+        "in_progress",
+        "panel.added",
+        "panel.added",
+        "panel.delta",
+        "panel.completed",
+        "panel.delta",
+        "panel.completed",
+        "analysis.in_progress",
+        "analysis.completed",
+        "completed",
+    ]
+    assert types.index("response.fusion_call.analysis.completed") < types.index("response.output_text.delta")
     assert len(arrivals) > 3
     assert arrivals[-1][0] - arrivals[0][0] > 0.1  # the words came while the judge was writing
     assert text.startswith("Stand-in answer from sleep-600")
