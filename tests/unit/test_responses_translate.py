@@ -9,9 +9,7 @@ import pytest
 from fusion.gateway.errors import GatewayError
 from fusion.gateway.openai_types import FusionOptions
 from fusion.gateway.response_store import ResponseStore
-from fusion.gateway.responses_api import (
-    ChunkReader,
-    ResponseEvents,
+from fusion.gateway.responses_shapes import (
     ResponseFrame,
     ResponsesRequest,
     chat_request,
@@ -21,6 +19,7 @@ from fusion.gateway.responses_api import (
     previous_response_not_found,
     responses_usage,
 )
+from fusion.gateway.responses_stream import ChunkReader, ResponseEvents
 from fusion.models import ModelResponseError
 from fusion_contracts import FusedResult, MemberOutcome, Source, Timings, Usage, UsageSummary
 
