@@ -24,10 +24,14 @@ async def test_preset_local_fuses_three_real_model_answers(local_models: str, cl
 
     elapsed = time.monotonic() - started
     print(f"\nlocal preset: {result.status} in {elapsed:.1f} s; answer: {(result.answer or '')[:200]!r}")
-    # complete, or partial when the small judge's analysis could not be read (and it says so)
+    # complete, or partial when the small judge's analysis could not be read or its final answer came
+    # out empty (it sometimes echoes its fence at once); the result says which, and a member's answer
+    # stands in for an empty one
     assert result.status in ("complete", "partial"), result.model_dump_json(indent=1)
     if result.status == "partial":
-        assert result.failure_reason in ("judge_invalid_json", "judge_schema_mismatch"), result.error
+        assert result.failure_reason in ("judge_invalid_json", "judge_schema_mismatch", "judge_empty"), (
+            result.error
+        )
     assert result.strategy == "synthesize"
     assert result.judge is not None
     if result.answer_source == "best_member":  # the small judge's final call failed, and says why
