@@ -28,13 +28,8 @@ import pytest
 from fusion.cli.main import main
 from fusion.research.base import Tool, ToolError
 from fusion.research.document_search import SearchDocuments, search_documents
-from fusion.research.documents import (
-    PASSAGE_MAX_CHARS,
-    DocumentIndex,
-    DocumentIndexError,
-    match_expression,
-    split_passages,
-)
+from fusion.research.document_text import PASSAGE_MAX_CHARS, split_passages
+from fusion.research.documents import DocumentIndex, DocumentIndexError, match_expression
 from fusion.settings import Settings
 from fusion_contracts import Source, ToolSpec
 

@@ -6,21 +6,18 @@ from typing import Any
 import pytest
 from fusion.catalog import Catalog
 from fusion.research.base import ToolError
-from fusion.research.search import (
+from fusion.research.search import WebSearch, filter_hits, format_hits, web_search
+from fusion.research.search_apis import (
     Hit,
     Query,
-    WebSearch,
     brave_hits,
     brave_request,
     exa_hits,
     exa_request,
-    filter_hits,
-    format_hits,
     searxng_hits,
     searxng_request,
     tavily_hits,
     tavily_request,
-    web_search,
 )
 from fusion_contracts import Source, ToolSpec
 

@@ -2,63 +2,30 @@
 and read by the `search_documents` tool.
 
 Markdown, text (.txt, .rst), HTML and PDF files are cut into passages of about a thousand characters
-at paragraph and sentence boundaries; a search ranks passages by BM25. Every call opens its own
+at paragraph and sentence boundaries (`fusion.research.document_text`); a search ranks passages by
+BM25. Every call opens its own
 connection, so one `DocumentIndex` may be used from several threads, and the file is in WAL mode so
 searches go on while another process adds."""
 
 import hashlib
-import io
 import os
 import re
 import sqlite3
-import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pypdf
-import trafilatura
-from pypdf.errors import PyPdfError
-
 from fusion.research.base import ToolError
-
-__all__ = [
-    "KINDS",
-    "SCHEMA_VERSION",
-    "AddReport",
-    "DocumentIndex",
-    "DocumentIndexError",
-    "IndexedDocument",
-    "Passage",
-    "Skipped",
-    "match_expression",
-    "split_passages",
-]
+from fusion.research.document_text import KINDS, Unreadable, extract, split_passages
 
 SCHEMA_VERSION = 1
 """The index's format: an index written in another is refused with a clear error, never misread."""
 
-KINDS: dict[str, str] = {
-    ".md": "markdown",
-    ".markdown": "markdown",
-    ".txt": "text",
-    ".rst": "text",
-    ".html": "html",
-    ".htm": "html",
-    ".pdf": "pdf",
-}
-"""What is indexed, by file suffix (case-insensitive)."""
-
-PASSAGE_CHARS = 1000
-"""A passage closes once it reaches this length..."""
-PASSAGE_MAX_CHARS = 1200
-"""...and never grows past this one."""
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_SEARCH_RESULTS = 100
 MAX_QUERY_TERMS = 32
 MAX_TERM_CHARS = 100
-TITLE_CHARS = 200
 BUSY_TIMEOUT_S = 10.0
 """How long a writer waits for another writer's transaction (one file) before giving up."""
 
@@ -132,17 +99,6 @@ class AddReport:
     """Paths named or found that could not be indexed: missing, unreadable, without text."""
     passages: int = 0
     """Passages written by this call."""
-
-
-class _Unreadable(Exception):
-    """A file whose text cannot be had; the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Extracted:
-    title: str
-    sections: list[tuple[int | None, str]]
-    """(page or None, text): one per PDF page, one for any other file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +221,7 @@ def _add_file(db: sqlite3.Connection, path: Path, report: AddReport) -> None:
             report.unchanged.append(path)
             return
         if stat.st_size > MAX_FILE_BYTES:
-            raise _Unreadable(f"larger than {MAX_FILE_BYTES // 2**20} MiB")
+            raise Unreadable(f"larger than {MAX_FILE_BYTES // 2**20} MiB")
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         if known is not None and known.sha256 == digest:  # touched, not changed
@@ -276,16 +232,14 @@ def _add_file(db: sqlite3.Connection, path: Path, report: AddReport) -> None:
                 )
             report.unchanged.append(path)
             return
-        extracted = _extract(path, data)
+        extracted = extract(path, data)
         passages = [(page, text) for page, section in extracted.sections for text in split_passages(section)]
         if not passages:
-            raise _Unreadable(
-                "no text found" + (" (a scanned PDF?)" if path.suffix.lower() == ".pdf" else "")
-            )
+            raise Unreadable("no text found" + (" (a scanned PDF?)" if path.suffix.lower() == ".pdf" else ""))
     except OSError as error:
         report.failed.append(Skipped(path, (error.strerror or str(error)).lower()))
         return
-    except _Unreadable as error:
+    except Unreadable as error:
         report.failed.append(Skipped(path, str(error)))
         return
     with _transaction(db):
@@ -366,105 +320,6 @@ def _collect(paths: Iterable[Path], report: AddReport) -> list[Path]:
         else:
             files[path] = None
     return list(files)
-
-
-# Extraction: a title and the text of each section (PDF page), from a file's bytes.
-
-
-def _extract(path: Path, data: bytes) -> _Extracted:
-    kind = KINDS[path.suffix.lower()]
-    if kind == "pdf":
-        return _pdf(path, data)
-    if b"\x00" in data[:8192]:
-        raise _Unreadable("binary content")
-    text = data.decode("utf-8-sig", errors="replace")
-    if kind == "html":
-        return _html(path, text)
-    if kind == "markdown":
-        return _markdown(path, text)
-    return _Extracted(_first_line(text) or path.stem, [(None, text)])
-
-
-def _markdown(path: Path, text: str) -> _Extracted:
-    title = None
-    front = re.match(r"---\r?\n(.*?)\r?\n---\r?\n", text, re.DOTALL)
-    if front is not None:  # YAML front matter: its title, and none of it in the passages
-        text = text[front.end() :]
-        found = re.search(r"^title:\s*[\"']?(.+?)[\"']?\s*$", front.group(1), re.MULTILINE)
-        title = found.group(1) if found else None
-    heading = re.search(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.MULTILINE)
-    title = title or (heading.group(1) if heading else None)
-    return _Extracted(_clip(title or path.stem), [(None, text)])
-
-
-def _html(path: Path, html: str) -> _Extracted:
-    # Main text only, without navigation and boilerplate; a page too small for trafilatura's
-    # heuristics falls back to all of its text.
-    text = trafilatura.extract(html, include_comments=False, favor_recall=True) or trafilatura.html2txt(html)
-    title = trafilatura.extract_metadata(html).title
-    # trafilatura writes one paragraph a line; passages are cut at blank lines.
-    return _Extracted(_clip(title or path.stem), [(None, text.replace("\n", "\n\n"))])
-
-
-def _pdf(path: Path, data: bytes) -> _Extracted:
-    try:
-        reader = pypdf.PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise _Unreadable("encrypted PDF")
-        pages: list[tuple[int | None, str]] = [
-            (number, page.extract_text() or "") for number, page in enumerate(reader.pages, start=1)
-        ]
-        title = reader.metadata.title if reader.metadata is not None else None
-    except (PyPdfError, ValueError, KeyError, IndexError, TypeError) as error:
-        # pypdf reports most damage as PyPdfError; some malformed files surface as the others.
-        raise _Unreadable(f"unreadable PDF: {error}") from None
-    first = next((line for _, text in pages if (line := _first_line(text))), None)
-    return _Extracted(_clip(title or "") or first or path.stem, pages)
-
-
-def _first_line(text: str) -> str | None:
-    """The first line with a letter or digit in it (an RST title's over- and underlines have none)."""
-    line = next((line for line in text.splitlines() if re.search(r"\w", line)), None)
-    return _clip(line) if line is not None else None
-
-
-def _clip(title: str) -> str:
-    title = " ".join(title.split())
-    return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1] + "…"
-
-
-# Passages and queries: pure functions.
-
-_RULE = re.compile(r"^\s*([=\-~^\"'`#*+_.:<>])\1{2,}\s*$")
-"""A line of one repeated punctuation mark: RST under- and overlines, Markdown rules."""
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
-
-
-def split_passages(text: str) -> list[str]:
-    """`text` as passages of about PASSAGE_CHARS and at most PASSAGE_MAX_CHARS: whole paragraphs
-    (blank-line separated, whitespace collapsed) where they fit, else sentences, else words."""
-    pieces: list[tuple[str, str]] = []  # (text, what joins it to the piece before)
-    for block in re.split(r"\n\s*\n", text):
-        lines = [line for line in block.splitlines() if not _RULE.match(line)]
-        paragraph = " ".join(" ".join(lines).split())
-        if len(paragraph) <= PASSAGE_MAX_CHARS:
-            parts = [paragraph] if paragraph else []
-        else:
-            sentences = _SENTENCE_END.split(paragraph)
-            parts = [part for sentence in sentences for part in textwrap.wrap(sentence, PASSAGE_MAX_CHARS)]
-        pieces += [(part, " " if i else "\n\n") for i, part in enumerate(parts)]
-    passages: list[str] = []
-    current = ""
-    for piece, joiner in pieces:
-        if current and (
-            len(current) >= PASSAGE_CHARS or len(current) + len(joiner) + len(piece) > PASSAGE_MAX_CHARS
-        ):
-            passages.append(current)
-            current = ""
-        current = current + joiner + piece if current else piece
-    if current:
-        passages.append(current)
-    return passages
 
 
 def match_expression(query: str) -> str | None:
