@@ -23,7 +23,6 @@ from fusion.research.search_apis import (
     API_MAX_RESULTS,
     APIS,
     SNIPPET_CHARS,
-    TITLE_CHARS,
     Hit,
     Query,
     SearchRequest,
@@ -33,6 +32,7 @@ DEFAULT_RESULTS = 5
 """Results per call when neither the model nor the tool's spec asks for a number."""
 MAX_QUERY_CHARS = 400
 """Brave's limit on a query, and a generous one for the others."""
+TITLE_CHARS = 500  # Source.title's limit
 _URL_CHARS = 2_000  # Source.url's limit
 _FILTER_HEADROOM = 5
 """Extra results asked for when hits are filtered by domain, so that the count still fits after."""

@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 SNIPPET_CHARS = 500
 """A hit's snippet is cut to this: the model reads many of them, and fetches a page for more."""
-TITLE_CHARS = 500  # Source.title's limit
 API_MAX_RESULTS = 20
 """Results any of the four APIs is asked for at most (Brave's and Tavily's own limit)."""
 
