@@ -6,7 +6,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar
 
 import structlog
@@ -15,13 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fusion_contracts import AnswerChunk, FusedResult, FusionProgress, FusionRequest
 from starlette.exceptions import HTTPException
-from starlette.types import Receive, Scope, Send
 
 from fusion.catalog import Catalog
 from fusion.gateway import openrouter, translate
 from fusion.gateway.answer_stream import AnswerStream
 from fusion.gateway.body_limit import BodyLimit
 from fusion.gateway.errors import GatewayError
+from fusion.gateway.held_stream import Releases, hold_stream
 from fusion.gateway.idempotency import IdempotencyCache, fingerprint
 from fusion.gateway.link import FusionLink
 from fusion.gateway.messages_api import messages_routes
@@ -458,28 +458,6 @@ def _read_openrouter_shapes(body: ChatCompletionRequest) -> ChatCompletionReques
     return body.model_copy(update={"model": routed.model, "fusion": routed.fusion, "tools": routed.tools})
 
 
-class HeldStream(StreamingResponse):
-    """A stream that runs `release` once it is over, however it ends: finished, the client gone, the
-    task cancelled, or the body never read at all (a client gone before it began, when no code of the
-    body's generator ever runs)."""
-
-    def __init__(self, events: AsyncIterator[Any], release: list[Callable[[], None]]) -> None:
-        super().__init__(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        self._events = events
-        self._release = release
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            try:
-                aclose = getattr(self._events, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            finally:
-                release_all(self._release)
-
-
 async def chat_events(updates: AsyncIterator[Update], request_id: str, model: str) -> AsyncIterator[str]:
     """A fusion's updates as a chat completion's server-sent events."""
     created = int(time.time())
@@ -501,33 +479,19 @@ async def chat_events(updates: AsyncIterator[Update], request_id: str, model: st
     yield "data: [DONE]\n\n"
 
 
-def _exit(context: contextlib.AbstractContextManager[Any]) -> None:
-    context.__exit__(None, None, None)
-
-
-def release_all(release: list[Callable[[], None]]) -> None:
-    while release:
-        release.pop()()
-
-
 async def _streamed(gateway: Gateway, body: ChatCompletionRequest) -> Response:
     """Streams, holding an in-flight slot (and, for a fusion, its reply route) until the stream ends."""
-    admission = gateway.admitted()
-    admission.__enter__()
-    release: list[Callable[[], None]] = [lambda: _exit(admission)]
-    events: AsyncIterator[Any]
-    try:
+
+    async def start(release: Releases) -> AsyncIterator[Any]:
         if translate.is_fusion_model(body.model):
             events, request_id = await gateway.stream_fusion(body)
             release.append(lambda: gateway.link.forget(request_id))
-        elif lists_fusion_tool(body.tools):
-            events = completion_as_sse(await gateway.complete(body))
-        else:
-            events = await gateway.stream_passthrough(body)
-    except BaseException:
-        release_all(release)
-        raise
-    return HeldStream(events, release)
+            return events
+        if lists_fusion_tool(body.tools):
+            return completion_as_sse(await gateway.complete(body))
+        return await gateway.stream_passthrough(body)
+
+    return await hold_stream(gateway.admitted(), start)
 
 
 async def _idempotent(gateway: Gateway, body: ChatCompletionRequest, raw: bytes, key: str) -> Response:

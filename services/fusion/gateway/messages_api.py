@@ -2,7 +2,6 @@
 the edge, runs on the Gateway's paths (a fusion or a pass-through, plain or streamed), and its outcome
 is rendered in Anthropic's shapes (`anthropic_shapes`), errors included."""
 
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from fusion.gateway import anthropic_shapes as shapes
 from fusion.gateway import translate
 from fusion.gateway.anthropic_shapes import MessagesRequest
 from fusion.gateway.errors import GatewayError
+from fusion.gateway.held_stream import Releases, hold_stream
 from fusion.gateway.openai_types import ChatCompletionRequest
 from fusion.gateway.updates import Failed, KeepAlive, Progress, TextDelta, Update
 from fusion.models import ModelError
@@ -30,9 +30,6 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
 def messages_routes(gateway: "Gateway") -> APIRouter:
-    # app.py imports this module before it defines these: import them once it has.
-    from fusion.gateway.app import HeldStream, release_all
-
     router = APIRouter(route_class=_anthropic_route(gateway))
 
     @router.post("/v1/messages", response_model=None)
@@ -46,24 +43,17 @@ def messages_routes(gateway: "Gateway") -> APIRouter:
             with gateway.admitted():
                 return JSONResponse(await _message(gateway, body, chat))
         # The stream holds an in-flight slot (and a fusion its reply route) until it ends.
-        admission = contextlib.ExitStack()
-        admission.enter_context(gateway.admitted())
-        release: list[Callable[[], None]] = [admission.close]
-        events: AsyncIterator[str]
-        try:
+
+        async def start(release: Releases) -> AsyncIterator[str]:
             if fused:
-                request = gateway.fusion_request(chat, stream=True)
-                updates, request_id = await gateway.fusion_updates(request)
+                updates, request_id = await gateway.fusion_updates(gateway.fusion_request(chat, stream=True))
                 release.append(lambda: gateway.link.forget(request_id))
-                events = fusion_events(updates, f"msg_{request_id}", body.model)
-            else:
-                chunks = await gateway.stream_passthrough(chat)
-                stream = shapes.PassthroughEvents(_message_id(), body.model, body.stop_sequences)
-                events = passthrough_events(chunks, stream)
-        except BaseException:
-            release_all(release)
-            raise
-        return HeldStream(events, release)
+                return fusion_events(updates, f"msg_{request_id}", body.model)
+            chunks = await gateway.stream_passthrough(chat)
+            stream = shapes.PassthroughEvents(_message_id(), body.model, body.stop_sequences)
+            return passthrough_events(chunks, stream)
+
+        return await hold_stream(gateway.admitted(), start)
 
     return router
 

@@ -9,13 +9,14 @@ Fusion shapes (the slug, the plugin, the server tool) are read by `fusion.gatewa
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from fusion.gateway import openrouter, translate
+from fusion.gateway.held_stream import Releases, hold_stream
 from fusion.gateway.openai_types import ChatCompletionRequest
 from fusion.gateway.response_store import Message, ResponseStore
 from fusion.gateway.responses_shapes import (
@@ -95,14 +96,9 @@ class Responses:
     ) -> Response:
         """Streams, holding an in-flight slot (and, for a fusion, its reply route) until the stream
         ends, however it ends (see `HeldStream`)."""
-        from fusion.gateway.app import HeldStream, release_all  # app.py imports this module
-
         gateway = self.gateway
-        admission = gateway.admitted()
-        admission.__enter__()
-        release: list[Callable[[], None]] = [lambda: _exit(admission)]
-        events: AsyncIterator[str]
-        try:
+
+        async def start(release: Releases) -> AsyncIterator[str]:
             if translate.is_fusion_model(chat.model):
                 # The panel's progress comes as OpenRouter's response.fusion_call.* events.
                 request = gateway.fusion_request(chat, stream=True).model_copy(update={"progress": True})
@@ -111,20 +107,12 @@ class Responses:
                 frame = ResponseFrame.start(body, request_id, time.time())
                 keep = self.keeper(body, frame, conversation)
                 started = openrouter.fusion_item_started(fusion_item_id(request_id))
-                events = fusion_events(updates, ResponseEvents(frame, [started]), keep)
-            else:
-                chunks = await gateway.stream_passthrough(chat)
-                frame = ResponseFrame.start(body, uuid.uuid4().hex, time.time())
-                keep = self.keeper(body, frame, conversation)
-                events = passthrough_events(chunks, ResponseEvents(frame), keep)
-        except BaseException:
-            release_all(release)
-            raise
-        return HeldStream(events, release)
+                return fusion_events(updates, ResponseEvents(frame, [started]), keep)
+            chunks = await gateway.stream_passthrough(chat)
+            frame = ResponseFrame.start(body, uuid.uuid4().hex, time.time())
+            return passthrough_events(chunks, ResponseEvents(frame), self.keeper(body, frame, conversation))
 
-
-def _exit(context: Any) -> None:
-    context.__exit__(None, None, None)
+        return await hold_stream(gateway.admitted(), start)
 
 
 def responses_routes(gateway: "Gateway") -> APIRouter:
