@@ -5,7 +5,6 @@ chat completion, or either one's stream, becomes Anthropic's `message` and its s
 `GatewayError` becomes Anthropic's error body.
 """
 
-import codecs
 import json
 from collections.abc import Sequence
 from typing import Any, Final, Literal
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fusion.gateway import translate
 from fusion.gateway.errors import GatewayError
 from fusion.gateway.openai_types import ChatCompletionRequest, FusionOptions
+from fusion.gateway.sse import SseData
 
 __all__ = [
     "PING",
@@ -316,34 +316,31 @@ class PassthroughEvents:
         self.over = False
         """Ended, or failed: no more events."""
         self._stop_sequences = stop_sequences
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
+        self._events = SseData()
         self._choice: dict[str, Any] | None = None
         self._usage: Any = None
-        self._done = False
 
     def start(self) -> list[str]:
         return stream_start(self.message_id, self.model)
 
     def feed(self, data: bytes) -> list[str]:
-        if self.over:
-            return []
-        self._pending += self._decoder.decode(data)
-        *lines, self._pending = self._pending.split("\n")
+        return [] if self.over else self._translated(self._events.feed(data))
+
+    def _translated(self, chunks: list[str]) -> list[str]:
         events = []
-        for line in lines:
+        for data in chunks:
             try:
-                events.extend(self._line(line.rstrip("\r")))
+                events.extend(self._chunk(data))
             except GatewayError as error:
                 return [*events, *self.fail(error)]
         return events
 
     def end(self) -> list[str]:
         """The end of the message, once the provider's stream is over."""
-        events = self.feed(b"\n") if self._pending else []
+        events = [] if self.over else self._translated(self._events.close())
         if self.over:
             return events
-        if self._choice is None and not self._done:
+        if self._choice is None and not self._events.done:
             return [*events, *self.fail(_upstream("the model's stream ended before its answer did"))]
         self.over = True
         stop = _stop(self._choice or {}, self._stop_sequences)
@@ -356,13 +353,7 @@ class PassthroughEvents:
         self.over = True
         return [error_event(error)]
 
-    def _line(self, line: str) -> list[str]:
-        if not line.startswith("data:"):
-            return []  # comments, event names, blank lines between events
-        data = line.removeprefix("data:").strip()
-        if data == "[DONE]":
-            self._done = True
-            return []
+    def _chunk(self, data: str) -> list[str]:
         try:
             chunk = json.loads(data)
         except json.JSONDecodeError:

@@ -1,7 +1,6 @@
 """A response's server-sent events (OpenAI's Responses streaming events), from a fusion's updates or
 a provider's streamed chat completion."""
 
-import codecs
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from fusion.gateway.responses_shapes import (
     responses_usage,
     text_part,
 )
+from fusion.gateway.sse import SseData
 from fusion.gateway.updates import Failed, Finished, KeepAlive, Progress, TextDelta, Update
 from fusion.models import ModelError, ModelResponseError
 
@@ -135,38 +135,30 @@ class ChunkReader:
     chunks. `done` once `data: [DONE]` came."""
 
     def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buffer = ""
-        self.done = False
+        self._events = SseData()
+
+    @property
+    def done(self) -> bool:
+        return self._events.done
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        self._buffer += self._decoder.decode(data).replace("\r\n", "\n")
-        *blocks, self._buffer = self._buffer.split("\n\n")
-        return self._chunks(blocks)
+        return _parsed(self._events.feed(data))
 
     def close(self) -> list[dict[str, Any]]:
         """The last event, when the stream ended without a blank line after it."""
-        rest, self._buffer = self._buffer + self._decoder.decode(b"", final=True), ""
-        return self._chunks([rest])
+        return _parsed(self._events.close())
 
-    def _chunks(self, blocks: list[str]) -> list[dict[str, Any]]:
-        chunks = []
-        for block in blocks:
-            data = "\n".join(
-                line.removeprefix("data:").strip() for line in block.split("\n") if line.startswith("data:")
-            )
-            if not data or self.done:
-                continue
-            if data == "[DONE]":
-                self.done = True
-                continue
-            try:
-                chunk = json.loads(data)
-            except json.JSONDecodeError as error:
-                raise ModelResponseError(f"the provider streamed malformed JSON: {error}") from error
-            if isinstance(chunk, dict):
-                chunks.append(chunk)
-        return chunks
+
+def _parsed(events: list[str]) -> list[dict[str, Any]]:
+    chunks = []
+    for data in events:
+        try:
+            chunk = json.loads(data)
+        except json.JSONDecodeError as error:
+            raise ModelResponseError(f"the provider streamed malformed JSON: {error}") from error
+        if isinstance(chunk, dict):
+            chunks.append(chunk)
+    return chunks
 
 
 def _chunk_error(chunk: dict[str, Any]) -> GatewayError | None:

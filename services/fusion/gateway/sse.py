@@ -1,5 +1,6 @@
-"""Server-sent events in OpenAI's streaming format."""
+"""Server-sent events in OpenAI's streaming format: written, and read from a provider's stream."""
 
+import codecs
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,3 +33,38 @@ async def completion_as_sse(completion: dict[str, Any]) -> AsyncIterator[str]:
     extra = {key: completion[key] for key in ("usage", "fusion") if key in completion}
     yield event({}, choice.get("finish_reason") or "stop", **extra)
     yield "data: [DONE]\n\n"
+
+
+class SseData:
+    """The `data` of a provider's server-sent events, from its bytes however the network cut them
+    (a UTF-8 character included): one string per event, comments and blank events skipped; `done`
+    once `data: [DONE]` came, after which nothing more is read."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buffer = ""
+        self.done = False
+
+    def feed(self, data: bytes) -> list[str]:
+        self._buffer += self._decoder.decode(data).replace("\r\n", "\n")
+        *blocks, self._buffer = self._buffer.split("\n\n")
+        return self._data(blocks)
+
+    def close(self) -> list[str]:
+        """The last event, when the stream ended without a blank line after it."""
+        rest, self._buffer = self._buffer + self._decoder.decode(b"", final=True), ""
+        return self._data([rest])
+
+    def _data(self, blocks: list[str]) -> list[str]:
+        found = []
+        for block in blocks:
+            data = "\n".join(
+                line.removeprefix("data:").strip() for line in block.split("\n") if line.startswith("data:")
+            )
+            if not data or self.done:
+                continue
+            if data == "[DONE]":
+                self.done = True
+                continue
+            found.append(data)
+        return found
