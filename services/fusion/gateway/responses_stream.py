@@ -68,7 +68,7 @@ class ResponseEvents:
         """A fusion's progress as OpenRouter names it, on its `openrouter:fusion` item: a member's
         answer comes as `panel.delta` (the whole text: members do not stream) then `panel.completed`."""
         where = {"item_id": self.lead[0]["id"], "output_index": 0} if self.lead else {}
-        fields = event.model_dump(mode="json", exclude_none=True, exclude={"kind", "schema_version", "event"})
+        fields = translate.progress_fields(event)
         kind = f"response.fusion_call.{event.event}"
         if event.event == "panel.completed" and event.text:
             delta = self._event(

@@ -323,11 +323,13 @@ def progress_chunk(request_id: str, model: str, created: int, event: FusionProgr
     skip) and the event as `fusion_progress`, named as OpenRouter's Responses events are."""
     body = chunk(request_id, model, created, {})
     body["choices"] = []
-    body["fusion_progress"] = {
-        "type": f"response.fusion_call.{event.event}",
-        **event.model_dump(mode="json", exclude_none=True, exclude={"kind", "schema_version", "event"}),
-    }
+    body["fusion_progress"] = {"type": f"response.fusion_call.{event.event}", **progress_fields(event)}
     return body
+
+
+def progress_fields(event: FusionProgress) -> dict[str, Any]:
+    """What a progress event says, for any API's stream (its kind and version left out)."""
+    return event.model_dump(mode="json", exclude_none=True, exclude={"kind", "schema_version", "event"})
 
 
 def result_error(result: FusedResult) -> GatewayError | None:
