@@ -322,11 +322,17 @@ class Gateway:
 
 
 def _bearer(settings: Settings) -> Any:
-    async def check(authorization: Annotated[str | None, Header()] = None) -> None:
+    async def check(
+        authorization: Annotated[str | None, Header()] = None,
+        x_api_key: Annotated[str | None, Header()] = None,
+    ) -> None:
+        """`Authorization: Bearer <key>`, or Anthropic's `x-api-key: <key>` when no Authorization."""
         expected = settings.gateway_api_key
         if expected is None:
             return
         scheme, _, token = (authorization or "").partition(" ")
+        if authorization is None and x_api_key is not None:
+            scheme, token = "bearer", x_api_key
         if scheme.lower() != "bearer" or not secrets.compare_digest(
             token.encode(), expected.get_secret_value().encode()
         ):

@@ -138,7 +138,7 @@ def _anthropic_route(gateway: "Gateway") -> type[APIRoute]:
 
             async def handler(request: Request) -> Response:
                 try:
-                    return await handle(_x_api_key_as_bearer(request))
+                    return await handle(request)
                 except GatewayError as error:
                     return _error_response(gateway, error)
                 except RequestValidationError as error:
@@ -156,14 +156,3 @@ def _anthropic_route(gateway: "Gateway") -> type[APIRoute]:
 def _error_response(gateway: "Gateway", error: GatewayError) -> JSONResponse:
     gateway.metrics.errors.labels(status=str(error.status)).inc()
     return JSONResponse(shapes.error_body(error), status_code=error.status)
-
-
-def _x_api_key_as_bearer(request: Request) -> Request:
-    """Anthropic's clients send the key as `x-api-key`, and the gateway's key check reads
-    `Authorization: Bearer`: a request with the first and not the second is checked with the first."""
-    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
-    key = next((value for name, value in headers if name.lower() == b"x-api-key"), None)
-    if key is None or "authorization" in request.headers:
-        return request
-    scope = {**request.scope, "headers": [*headers, (b"authorization", b"Bearer " + key)]}
-    return Request(scope, request.receive)
