@@ -55,6 +55,7 @@ from aiokafka.structs import OffsetAndMetadata
 from fusion.client import FusionClient
 from fusion.judge.output import GROUP
 from fusion.kafka.admin import topic_plan
+from fusion.kafka.stopping import stop_consumer
 from fusion.settings import Settings
 from fusion_contracts import ChatMessage, FusedResult, FusionRequest, ModelSpec, Policy, topics
 from rich.console import Console
@@ -266,7 +267,7 @@ async def answers_ends(settings: Settings, partitions: int) -> dict[int, int]:
     try:
         ends = await consumer.end_offsets([TopicPartition(topics.ANSWERS, p) for p in range(partitions)])
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
     return {tp.partition: offset for tp, offset in ends.items()}
 
 
@@ -285,7 +286,7 @@ async def stamps_at(settings: Settings, committed: dict[int, int | None]) -> dic
             first = next(iter(fetched.get(tp, [])), None)
             stamps[partition] = first.timestamp / 1000 if first is not None else None
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
     return stamps
 
 
@@ -332,7 +333,7 @@ async def forget_offsets(settings: Settings, partitions: int) -> None:
         starts = await consumer.beginning_offsets(answers)
         await consumer.commit({tp: OffsetAndMetadata(starts[tp], "") for tp in answers})
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 # The judge.

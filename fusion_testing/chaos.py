@@ -1104,7 +1104,7 @@ async def _read_topic(bootstrap: str, topic: str, isolation: str) -> list[Any]:
             pending = {p for p in pending if await consumer.position(p) < ends[p]}
         return records
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 _PROBLEM_LEVELS = ("warning", "error", "critical")

@@ -25,6 +25,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from fusion_contracts import topics
 
+from fusion.kafka.stopping import stop_consumer
+
 log = structlog.get_logger(__name__)
 
 Age = Literal["fresh", "stale", "empty", "gone"]
@@ -97,7 +99,7 @@ class Sweeper:
             try:
                 return await self._sweep(admin, consumer)
             finally:
-                await consumer.stop()
+                await stop_consumer(consumer)
         finally:
             await admin.close()
 

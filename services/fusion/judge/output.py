@@ -30,6 +30,7 @@ from fusion.kafka.broker import publish_span
 from fusion.kafka.codec import encode
 from fusion.kafka.commits import BackgroundCommits
 from fusion.kafka.dead_letters import undeliverable
+from fusion.kafka.stopping import stop_consumer
 from fusion.kafka.transactions import Outgoing, PartitionProducer
 from fusion.liveness import Progress
 from fusion.observability.tracing import tracing_enabled
@@ -407,7 +408,7 @@ async def released_requests(
         starts = await _marker_starts(consumer, committed, int(margin_s * 1000), fusing_since or {})
         return await _read_markers(consumer, starts)
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def _marker_starts(
@@ -494,7 +495,7 @@ async def released_since(settings: Settings, partition: int, since_s: float) -> 
             return set()
         return (await _read_markers(consumer, {partition: stamp.offset}))[partition]
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 def _marker_id(key: bytes | None) -> str | None:

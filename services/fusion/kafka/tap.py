@@ -75,12 +75,12 @@ class TopicTap:
             for partition in partitions:  # resolve the end offsets now, before the caller publishes
                 await consumer.position(partition)
         except TimeoutError:
-            await consumer.stop()
+            await stop_consumer(consumer)
             raise RuntimeError(
                 f"topic {self._topic} has no partitions after {timeout_s:.0f} s; run `fusion topics create`"
             ) from None
         except BaseException:
-            await consumer.stop()
+            await stop_consumer(consumer)
             raise
         self._task = asyncio.create_task(self._run(consumer), name=f"tap:{self._topic}")
 
