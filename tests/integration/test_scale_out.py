@@ -3,10 +3,11 @@ and every request still gets exactly one result."""
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from fusion.client import FusionClient
-from fusion_contracts import ChatMessage, FusedResult, FusionRequest, ModelSpec, Policy
+from fusion_contracts import ChatMessage, FusedResult, FusionProgress, FusionRequest, ModelSpec, Policy
 
 from fusion_testing.stack import Services
 
@@ -138,3 +139,49 @@ async def test_a_redelivered_expired_request_gets_no_second_result(client: Fusio
 
     assert first.status == "complete"
     assert client.results.seen[request.request_id] == 1
+
+
+async def test_progress_survives_judges_joining_and_leaving(client: FusionClient, services: Services) -> None:
+    """Requests that ask for progress, while a judge joins and another leaves mid-fusion: still one
+    result each, and each request is told of both members and of its analysis at least once (a judge
+    that takes a request over tells it again)."""
+    services.start_instance("judge-b", "judge", EXTRA_JUDGE_PORTS[0])
+    seen: dict[str, list[Any]] = {}
+    try:
+        requests = [
+            _slow_judge_request(i).model_copy(update={"progress": True, "stream": True})
+            for i in range(REQUESTS)
+        ]
+        futures = {}
+        for request in requests:
+            told = seen[request.request_id] = []
+            futures[request.request_id] = await client.submit(request, on_reply=told.append)
+        await asyncio.sleep(1.5)
+        services.start_instance("judge-c", "judge", EXTRA_JUDGE_PORTS[1])
+        await asyncio.sleep(6.0)
+        services.stop("judge-c")
+
+        lost, duplicated, mismatched = await _outcome(client, futures, wait_s=120)
+    finally:
+        for label in ("judge-c", "judge-b"):
+            if label in services.processes:
+                services.stop(label)
+        for request_id in seen:
+            client.results.forget(request_id)
+
+    untold = []
+    for request_id, messages in seen.items():
+        events = {(m.event, m.member_index) for m in messages if isinstance(m, FusionProgress)}
+        wanted = {
+            ("panel.added", 0),
+            ("panel.added", 1),
+            ("panel.completed", 0),
+            ("panel.completed", 1),
+            ("analysis.in_progress", None),
+            ("analysis.completed", None),
+        }
+        if not wanted <= events:
+            untold.append((request_id, sorted(wanted - events, key=str)))
+    print(f"\nprogress, judges joining and leaving: lost={lost} duplicated={duplicated} untold={len(untold)}")
+    assert (lost, duplicated, mismatched) == (0, 0, 0)
+    assert untold == []
