@@ -64,6 +64,7 @@ from typing import Any, Literal
 
 import openai
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from fusion.client import FusionClient
 from fusion.gateway.link import reply_topic_for
@@ -368,7 +369,11 @@ class Fleet:
         old = self.gateways_up.pop(slot)
         del self.running[old.label]
         await asyncio.to_thread(self.services.stop, old.label)
-        await self.results.untap(reply_topic_for(old.instance_id))
+        topic = reply_topic_for(old.instance_id)
+        if not await _topic_exists(self.bootstrap(), topic):
+            # Kept when results may still come to it (a predecessor killed under the same name had
+            # requests in flight): read on, as any consumer of reply topics would.
+            await self.results.untap(topic)
         new = await self.start_gateway(slot)
         return old.label, new.label
 
@@ -1069,42 +1074,50 @@ class _Run:
         )
 
 
+async def _topic_exists(bootstrap: str, topic: str) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        return topic in await admin.list_topics()
+    finally:
+        await admin.close()
+
+
 async def _read_topic(bootstrap: str, topic: str, isolation: str) -> list[Any]:
     """Every record of every partition of `topic`, from its beginning to its end as of now."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level=isolation,
-        max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
-    )
-    await consumer.start()
-    try:
-        # The metadata, with the topic's partitions: a broker that was just restarted can answer
-        # without them for a moment, so ask again until they are there.
-        known: set[int] = set()
-        for _ in range(60):
-            await consumer.topics()
+    # A consumer knows the topics of the metadata it got when it started; a broker just restarted can
+    # answer without the topic's partitions for a while, so a new consumer asks again.
+    for _ in range(30):
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level=isolation,
+            max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
+        )
+        await consumer.start()
+        try:
             known = consumer.partitions_for_topic(topic) or set()
             if known:
-                break
-            await asyncio.sleep(0.5)
-        if not known:
-            raise RuntimeError(f"no metadata for {topic!r} after 30 s")
-        partitions = [TopicPartition(topic, p) for p in sorted(known)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records: list[Any] = []
-        deadline = time.monotonic() + 60
-        pending = set(partitions)
-        while pending and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                records.extend(batch)
-            pending = {p for p in pending if await consumer.position(p) < ends[p]}
-        return records
-    finally:
-        await stop_consumer(consumer)
+                return await _read_all(consumer, [TopicPartition(topic, p) for p in sorted(known)])
+        finally:
+            await stop_consumer(consumer)
+        await asyncio.sleep(1.0)
+    raise RuntimeError(f"no metadata for {topic!r} after 30 attempts")
+
+
+async def _read_all(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> list[Any]:
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    ends = await consumer.end_offsets(partitions)
+    records: list[Any] = []
+    deadline = time.monotonic() + 60
+    pending = set(partitions)
+    while pending and time.monotonic() < deadline:
+        for batch in (await consumer.getmany(timeout_ms=500)).values():
+            records.extend(batch)
+        pending = {p for p in pending if await consumer.position(p) < ends[p]}
+    return records
 
 
 _PROBLEM_LEVELS = ("warning", "error", "critical")

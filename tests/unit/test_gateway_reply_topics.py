@@ -1,6 +1,7 @@
 """The gateway's reply topic over its lifetime, without Kafka: kept at shutdown while a result may still
 come to it, swept by age when its gateway is gone, and the reply router's memory bounded."""
 
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -147,6 +148,39 @@ async def test_a_request_given_up_on_stops_counting_once_past_its_deadline(
     assert link.in_flight() == 0
     await link.close()
     assert link.deleted == 1
+
+
+class Reconnecting(Link):
+    """A link that connects for real as far as it goes without Kafka: its reply topic found `outcome`
+    ("created", or "exists" when an earlier process of the same instance left it)."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__()
+        self.ready.clear()
+        self.outcome = outcome
+        self._broker = SimpleNamespace(start=self._nothing, stop=self._nothing)  # type: ignore[assignment]
+        self.replies = contextlib.nullcontext()  # type: ignore[assignment]
+
+    async def _nothing(self) -> None:
+        return None
+
+    async def _create_reply_topic(self) -> str:
+        return self.outcome
+
+
+@pytest.mark.parametrize(("outcome", "deleted"), [("created", 1), ("exists", 0)])
+async def test_a_reply_topic_left_by_a_killed_process_of_the_instance_is_kept_at_shutdown(
+    outcome: str, deleted: int
+) -> None:
+    """Before: a gateway killed with fusions in flight and started again under its name deleted the
+    topic at its next graceful stop, although the first process's results were still due there: a
+    result committed just before the deletion went with the topic (one lost in a chaos run)."""
+    link = Reconnecting(outcome)
+    await link._connect()
+    assert link.ready.is_set()
+
+    await link.close()
+    assert link.deleted == deleted
 
 
 # --- the sweep ---------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ request id. The gateway starts without Kafka and keeps trying to connect; until 
 While connected it writes a `GatewayPresence` to its topic every minute or so, and sweeps away the
 reply topics of gateways that have been silent for `gateway_reply_topic_stale_s`
 (`fusion.gateway.reply_topics`). At shutdown it deletes its own topic only when no result can still
-come to it: none awaited, and none of a request given up on (a client gone, a 504) still due.
+come to it: none awaited, none of a request given up on (a client gone, a 504) still due, and none of
+an earlier process of the same instance (one killed, whose topic this process found) still due.
 """
 
 import asyncio
@@ -23,6 +24,7 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from fusion_contracts import FusedResult, FusionRequest, GatewayPresence, ReplyTo, topics
+from fusion_contracts.limits import MAX_DEADLINE_S
 
 from fusion.gateway.errors import GatewayError
 from fusion.gateway.reply_topics import PRESENCE_S, Sweeper, presence_interval, sweep_interval
@@ -77,7 +79,7 @@ class FusionLink:
                 await asyncio.sleep(RETRY_S)
 
     async def _connect(self) -> None:
-        await self._create_reply_topic()
+        self._adopt(await self._create_reply_topic())
         await self._broker.start()
         self._stack.push_async_callback(self._broker.stop)
         await self._stack.enter_async_context(self.replies)
@@ -89,6 +91,17 @@ class FusionLink:
             self._background(self._keep_sweeping(sweep_interval(stale_s)), "reply topic sweeps")
         self.ready.set()
         log.info("gateway connected to kafka", reply_topic=self.reply_topic)
+
+    def _adopt(self, outcome: str) -> None:
+        """A reply topic that already existed was left by an earlier process of this instance (one
+        killed, then started again under its name): results of its requests may still come to it, so
+        it is kept at shutdown until the longest deadline has passed, as for a request given up on."""
+        if outcome == "exists":
+            self._given_up_due = max(self._given_up_due, time.monotonic() + MAX_DEADLINE_S + LATE_S)
+            log.info(
+                "reply topic inherited; kept at shutdown while its results may still come",
+                topic=self.reply_topic,
+            )
 
     async def _create_reply_topic(self) -> str:
         # Replicated as the cluster replicates any topic: with a single replica, the replies (and the
