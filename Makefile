@@ -12,7 +12,7 @@ DEMO_QUESTION ?= Why is the sky blue? Answer in three sentences.
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: help install install-dev up down run test test-fast lint format schemas kafka-up kafka-down kafka-reset clean bench bench-gateway bench-floor bench-markers fuzz chaos eval eval-strategies
+.PHONY: help install install-dev up down run test test-tools test-fast lint format schemas kafka-up kafka-down kafka-reset clean bench bench-gateway bench-floor bench-markers fuzz chaos eval eval-strategies
 
 help:
 	@echo "make run     install, start Kafka + local models + services, fuse a demo question"
@@ -79,7 +79,11 @@ run: up
 	@echo "Logs:       .cache/run/*.log"
 	@echo "Stop:       make down"
 
-test: install
+# Debian's chromium and PostgreSQL for the Studio's tests (a no-op when present; apt-get as root).
+test-tools:
+	@infra/test-tools.sh
+
+test: install test-tools
 	$(BIN)/pytest
 
 test-fast: install-dev

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fusion's services as background processes: dispatcher, panel-worker, judge, gateway.
+# Fusion's services as background processes: dispatcher, panel-worker, judge, gateway, activity.
 #   infra/services.sh start|stop|status
 # Each runs `fusion serve <name>` with the FUSION_* settings of this shell; logs in .cache/run/.
 set -euo pipefail
@@ -9,8 +9,10 @@ root=$(dirname "$here")
 cache=${FUSION_CACHE:-$root/.cache}
 dir=$cache/run
 fusion=${FUSION_BIN:-$root/.venv/bin/fusion}
-services=(dispatcher panel-worker judge gateway)
-declare -A health_port=([dispatcher]=8181 [panel-worker]=8182 [judge]=8183 [gateway]=8080)
+services=(dispatcher panel-worker judge gateway activity)
+declare -A health_port=([dispatcher]=8181 [panel-worker]=8182 [judge]=8183 [gateway]=8080 [activity]=8184)
+# The gateway (the Studio, GET /v1/fusions) and the activity recorder share one database.
+export FUSION_DATABASE_URL=${FUSION_DATABASE_URL:-sqlite:///$cache/activity.sqlite}
 
 log() { echo "services: $*" >&2; }
 

@@ -11,7 +11,10 @@ from fusion.kafka.admin import create_topics
 from fusion.observability.tracing import configure_tracing
 from fusion.research.documents import DocumentIndex
 from fusion.settings import Settings
+from playwright.async_api import Browser, async_playwright
 
+from fusion_testing.browser import launch_browser
+from fusion_testing.postgres import running_postgres
 from fusion_testing.search_standin import running_search_standin
 from fusion_testing.stack import (
     BOOTSTRAP,
@@ -179,3 +182,21 @@ def local_models() -> Iterator[str]:
 def gateways(services: Services) -> list[str]:
     """Two gateway instances on the session's broker, each with its own reply topic."""
     return [services.start_gateway(f"gateway-{i}", port) for i, port in enumerate(GATEWAY_PORTS[:2])]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (Debian's, see fusion_testing.postgres): its SQLAlchemy URL."""
+    with running_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's chromium, headless, driven by Playwright (see fusion_testing.browser)."""
+    async with async_playwright() as playwright:
+        launched = await launch_browser(playwright)
+        try:
+            yield launched
+        finally:
+            await launched.close()

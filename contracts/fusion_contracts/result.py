@@ -217,6 +217,8 @@ class FusionProgress(Contract):
     )
     error: str | None = Field(default=None, max_length=2_000)
     latency_ms: NonNegativeFloat | None = None
+    usage: Usage | None = Field(default=None, description="panel.completed/failed: the member's tokens.")
+    cost_usd: Decimal | None = Field(default=None, ge=0, description="panel.completed/failed: its cost.")
     analysis: Analysis | None = None
     at: Instant = Field(default_factory=utc_now)
 

@@ -10,7 +10,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fusion.liveness import STUCK_AFTER_S
 
-DEFAULT_HEALTH_PORTS: dict[str, int] = {"dispatcher": 8181, "panel-worker": 8182, "judge": 8183}
+DEFAULT_HEALTH_PORTS: dict[str, int] = {
+    "dispatcher": 8181,
+    "panel-worker": 8182,
+    "judge": 8183,
+    "activity": 8184,
+}
+DEFAULT_DATABASE = Path(".cache/activity.sqlite")
 
 
 def _default_instance() -> str:
@@ -75,6 +81,14 @@ class Settings(BaseSettings):
     gateway_api_key: SecretStr | None = Field(
         default=None, description="When set, every API call needs `Authorization: Bearer <key>`."
     )
+    gateway_api_keys: dict[str, SecretStr] = Field(
+        default={},
+        description='Named keys, as JSON ({"team-a": "sk-..."}): each is accepted like '
+        "`gateway_api_key`, and the activity records which name a request came with.",
+    )
+    gateway_api_keys_file: Path | None = Field(
+        default=None, description="Named keys from a file, a `name=key` per line (a mounted secret)."
+    )
     gateway_max_in_flight: int = Field(default=512, ge=1, description="Concurrent requests; then 429.")
     gateway_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Larger bodies get 413.")
     gateway_idempotency_ttl_s: float = Field(default=600.0, gt=0)
@@ -109,8 +123,37 @@ class Settings(BaseSettings):
         default=Path(".cache/documents.sqlite"), description="The search_documents index (fusion index add)."
     )
 
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="The activity database, as an SQLAlchemy URL (postgresql+psycopg://user:pw@host/db); "
+        f"unset, an SQLite file at {DEFAULT_DATABASE}.",
+    )
+    database_url_file: Path | None = Field(default=None, description="The same, read from a file.")
+    activity_retention_days: float = Field(
+        default=30.0, ge=0, description="Recorded requests older than this are deleted (0: kept for ever)."
+    )
+
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    def activity_database_url(self) -> str:
+        if self.database_url_file is not None:
+            return self.database_url_file.read_text().strip()
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{DEFAULT_DATABASE}"
+
+    def api_keys(self) -> dict[str, str]:
+        """Every key the gateway accepts, by name (`gateway_api_key` is named `default`)."""
+        keys = {name: key.get_secret_value() for name, key in self.gateway_api_keys.items()}
+        if self.gateway_api_keys_file is not None:
+            for line in self.gateway_api_keys_file.read_text().splitlines():
+                name, sep, key = line.strip().partition("=")
+                if sep and name.strip() and key.strip() and not name.startswith("#"):
+                    keys[name.strip()] = key.strip()
+        if self.gateway_api_key is not None:
+            keys.setdefault("default", self.gateway_api_key.get_secret_value())
+        return keys
 
     def health_port_for(self, service: str) -> int:
         if self.health_port is not None:

@@ -24,6 +24,7 @@ def _secrets(settings: Settings, catalog: Catalog) -> list[str]:
 
 
 def _serve(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> int:
+    from fusion.activity.recorder import create_app as activity
     from fusion.dispatcher.app import create_app as dispatcher
     from fusion.judge.app import create_app as judge
     from fusion.logs import configure_logging
@@ -54,6 +55,7 @@ def _serve(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> in
         "dispatcher": dispatcher,
         "panel-worker": panel_worker,
         "judge": judge,
+        "activity": activity,
     }
     app = factories[args.service](settings, catalog)
     serve(app, settings, args.service, settings.health_host, settings.health_port_for(args.service))
@@ -106,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run one service in this process")
-    serve.add_argument("service", choices=["dispatcher", "panel-worker", "judge", "gateway"])
+    serve.add_argument("service", choices=["dispatcher", "panel-worker", "judge", "gateway", "activity"])
     serve.set_defaults(run=_serve)
 
     ask = commands.add_parser("ask", help="fuse one question and print the result")

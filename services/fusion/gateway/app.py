@@ -3,26 +3,28 @@
 import asyncio
 import contextlib
 import json
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar
 
 import structlog
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Cookie, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fusion_contracts import AnswerChunk, FusedResult, FusionProgress, FusionRequest
 from starlette.exceptions import HTTPException
 
+from fusion.activity.rows import KEY_NAME
 from fusion.catalog import Catalog
 from fusion.gateway import openrouter, translate
 from fusion.gateway.answer_stream import AnswerStream
 from fusion.gateway.body_limit import BodyLimit
 from fusion.gateway.errors import GatewayError
+from fusion.gateway.fusions_api import Activity, fusions_routes
 from fusion.gateway.held_stream import Releases, hold_stream
 from fusion.gateway.idempotency import IdempotencyCache, fingerprint
+from fusion.gateway.keys import COOKIE, STUDIO_HEADER, ApiKeys, key_name
 from fusion.gateway.link import FusionLink
 from fusion.gateway.messages_api import messages_routes
 from fusion.gateway.metrics import GatewayMetrics
@@ -141,7 +143,7 @@ class Gateway:
         return translate.to_fusion_request(body, self.catalog, request_id, self.link.reply_to, stream)
 
     async def fuse(self, request: FusionRequest) -> FusedResult:
-        future = await self.link.submit(request)
+        future = await self.link.submit(_signed(request))
         try:
             result = await self._first(future, request.policy.deadline_s + WAIT_MARGIN_S, request.request_id)
         except TimeoutError:
@@ -239,7 +241,7 @@ class Gateway:
                 return  # a gap in the stream: the result fills in for it
             replies.put_nowait(message)
 
-        await self.link.submit(request, deliver)
+        await self.link.submit(_signed(request), deliver)
         return self._updates(request, replies), request.request_id
 
     async def _next(self, replies: "asyncio.Queue[Reply]", timeout_s: float, request_id: str) -> Reply:
@@ -321,27 +323,32 @@ class Gateway:
         return {"object": "list", "data": data}
 
 
-def _bearer(settings: Settings) -> Any:
+def _bearer(keys: ApiKeys) -> Any:
     async def check(
         authorization: Annotated[str | None, Header()] = None,
         x_api_key: Annotated[str | None, Header()] = None,
+        studio: Annotated[str | None, Header(alias=STUDIO_HEADER)] = None,
+        session: Annotated[str | None, Cookie(alias=COOKIE)] = None,
     ) -> None:
-        """`Authorization: Bearer <key>`, or Anthropic's `x-api-key: <key>` when no Authorization."""
-        expected = settings.gateway_api_key
-        if expected is None:
+        """`Authorization: Bearer <key>`, Anthropic's `x-api-key: <key>` when no Authorization, or
+        the Studio's session cookie with its header. The key's name goes with the request."""
+        if not keys.required:
+            key_name.set(None)
             return
         scheme, _, token = (authorization or "").partition(" ")
         if authorization is None and x_api_key is not None:
             scheme, token = "bearer", x_api_key
-        if scheme.lower() != "bearer" or not secrets.compare_digest(
-            token.encode(), expected.get_secret_value().encode()
-        ):
+        name = keys.name_of(token) if scheme.lower() == "bearer" else None
+        if name is None and authorization is None and studio is not None:
+            name = keys.name_from_cookie(session)
+        if name is None:
             raise GatewayError(
                 401,
                 "missing or wrong API key: send Authorization: Bearer <key>",
                 "authentication_error",
                 "invalid_api_key",
             )
+        key_name.set(name)
 
     return check
 
@@ -365,6 +372,7 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
     link = FusionLink(settings)
     models = ModelRouter(catalog)
     gateway = Gateway(settings, catalog, link, models)
+    activity = Activity(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -379,6 +387,7 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
                 await connecting
             await link.close()
             await models.aclose()
+            activity.close()
 
     app = FastAPI(
         title="Fusion gateway",
@@ -389,7 +398,8 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
     app.state.gateway = gateway
     app.state.begin_drain = gateway.begin_drain  # called by the server when shutdown begins
-    authorized = [Depends(_bearer(settings)), Depends(_not_from_fusion)]
+    keys = ApiKeys(settings)
+    authorized = [Depends(_bearer(keys)), Depends(_not_from_fusion)]
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, error: GatewayError) -> JSONResponse:
@@ -429,6 +439,7 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
 
     app.include_router(responses_routes(gateway), dependencies=authorized)
     app.include_router(messages_routes(gateway), dependencies=authorized)
+    app.include_router(fusions_routes(activity), dependencies=authorized)
 
     @app.get("/v1/models", dependencies=authorized)
     async def list_models() -> dict[str, Any]:
@@ -455,6 +466,15 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
         return Response(gateway.metrics.render(), media_type=gateway.metrics.content_type)
 
     return app
+
+
+def _signed(request: FusionRequest) -> FusionRequest:
+    """The request with the name of the key it came with, for the activity (never the key)."""
+    name = key_name.get()
+    metadata = {k: v for k, v in request.metadata.items() if k != KEY_NAME}
+    if name is not None:
+        metadata[KEY_NAME] = name
+    return request.model_copy(update={"metadata": metadata})
 
 
 def _read_openrouter_shapes(body: ChatCompletionRequest) -> ChatCompletionRequest:

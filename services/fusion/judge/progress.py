@@ -28,6 +28,8 @@ def member_answered(plan: PanelPlan, answer: PanelAnswer) -> FusionProgress:
         text=answer.text,
         error=answer.error,
         latency_ms=answer.latency_ms,
+        usage=answer.usage,
+        cost_usd=answer.cost_usd,
     )
 
 

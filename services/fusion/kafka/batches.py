@@ -97,10 +97,11 @@ class BatchSubscription:
     partitions moved to the others after 6 s rather than 10. Used as a decorator of its handler."""
 
     def __init__(
-        self, broker: KafkaBroker, topic: str, group_id: str, settings: Settings, **options: Any
+        self, broker: KafkaBroker, topic: str | None, group_id: str, settings: Settings, **options: Any
     ) -> None:
+        """`topic`, or None with a `pattern` in `options` (every topic whose name matches)."""
         self.subscriber = broker.subscriber(
-            topic,
+            *([topic] if topic else []),
             batch=True,
             max_records=MAX_RECORDS,
             batch_timeout_ms=IDLE_WAIT_MS,

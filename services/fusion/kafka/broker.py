@@ -31,7 +31,9 @@ PUBLISH_RETRY_S = 2.0
 log = structlog.get_logger(__name__)
 
 
-def build_broker(settings: Settings, service: str, metrics: FusionMetrics | None = None) -> KafkaBroker:
+def build_broker(
+    settings: Settings, service: str, metrics: FusionMetrics | None = None, **options: Any
+) -> KafkaBroker:
     """While tracing is on, every broker carries the trace context in message headers; given
     `metrics`, it counts and times every message for Prometheus.
 
@@ -56,6 +58,7 @@ def build_broker(settings: Settings, service: str, metrics: FusionMetrics | None
         # FastStream logs every message it handles at this level: keep that out of INFO.
         log_level=logging.DEBUG,
         logger=logging.getLogger("fusion.kafka"),
+        **options,
     )
 
 

@@ -1,0 +1,1 @@
+"""Activity: every fused request, recorded once in a database (SQLite by default, PostgreSQL by URL)."""
