@@ -49,7 +49,7 @@ def test_one_deployment_per_service_serving_health_where_probed() -> None:
         assert container["ports"][0]["containerPort"] == health_port
         assert container["readinessProbe"]["httpGet"]["path"] == "/health"
 
-    assert set(served) == {"dispatcher", "panel-worker", "judge", "gateway"}
+    assert set(served) == {"dispatcher", "panel-worker", "judge", "gateway", "activity"}
     assert settings["data"]["FUSION_HEALTH_HOST"] == "0.0.0.0"
     assert settings["data"]["FUSION_GATEWAY_HOST"] == "0.0.0.0"
     assert int(settings["data"]["FUSION_GATEWAY_PORT"]) == health_port
