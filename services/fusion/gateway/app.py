@@ -37,6 +37,7 @@ from fusion.kafka.tap import Reply
 from fusion.models import ChatModel, ModelConfigError, ModelError, ModelHTTPError, ModelRouter
 from fusion.research.base import CALLER_HEADER
 from fusion.settings import Settings
+from fusion.studio.routes import studio_routes
 
 log = structlog.get_logger(__name__)
 
@@ -440,6 +441,7 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
     app.include_router(responses_routes(gateway), dependencies=authorized)
     app.include_router(messages_routes(gateway), dependencies=authorized)
     app.include_router(fusions_routes(activity), dependencies=authorized)
+    app.include_router(studio_routes(gateway, keys, activity, catalog))
 
     @app.get("/v1/models", dependencies=authorized)
     async def list_models() -> dict[str, Any]:
