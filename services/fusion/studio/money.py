@@ -26,4 +26,7 @@ def short_usd(amount: Decimal) -> str:
     if amount >= 1000:
         return f"${amount:,.0f}"
     digits = max(2, 3 - amount.adjusted() - 1)
-    return f"${amount:.{digits}f}"
+    text = f"{amount:.{digits}f}"
+    if "." in text and digits > 2:  # $0.00000000100 reads as $0.000000001
+        text = text.rstrip("0")
+    return f"${text}"
