@@ -1,4 +1,4 @@
-# One image for every Fusion service: `fusion serve dispatcher|panel-worker|judge`.
+# One image for every Fusion service: `fusion serve dispatcher|panel-worker|judge|gateway|activity`.
 # Without the `local` extra: in a cluster the models are remote (OpenRouter, vLLM, Ollama, ...).
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1

@@ -75,6 +75,7 @@ run: up
 	@echo
 	@echo "Ask more:   $(FUSION) ask \"your question\"   (add --json for the raw FusedResult)"
 	@echo "OpenAI API: http://127.0.0.1:8080/v1  (model \"fusion/local\"; any OpenAI SDK with base_url)"
+	@echo "Studio:     http://127.0.0.1:8080/studio  (chat room; activity at /studio/activity)"
 	@echo "Models:     $(FUSION) models"
 	@echo "Logs:       .cache/run/*.log"
 	@echo "Stop:       make down"
