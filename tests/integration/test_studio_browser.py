@@ -121,8 +121,8 @@ async def ask_a_composed_panel(page: Page) -> tuple[str, str]:
     answer = turn.get_by_test_id("fused-answer")
     await expect(answer).to_have_attribute("data-rendered", "true")
     assert (await answer.inner_text()).strip()
-    cost = await turn.get_by_test_id("cost").get_attribute("data-cost-usd")
-    assert Decimal(cost or "0") > 0  # priced models: the sums below are not all zeros
+    cost = await turn.get_by_test_id("cost").get_attribute("data-cost-usd") or "0"
+    assert Decimal(cost) > 0  # priced models: the sums below are not all zeros
     request_id = await turn.get_attribute("data-request-id")
     assert request_id
     await photograph(page, "studio-chat.png", full_page=False)  # the composer stays at the bottom
