@@ -79,14 +79,17 @@ def _models(args: argparse.Namespace, settings: Settings, catalog: Catalog) -> i
 
 
 def _schemas(args: argparse.Namespace, settings: Settings, _catalog: Catalog) -> int:
+    from fusion import asyncapi
     from fusion.schemas import SCHEMA_DIR, stale_schemas, write_schemas
 
     if args.check:
-        stale = stale_schemas()
-        for name in stale:
-            print(f"stale: {SCHEMA_DIR / name}", file=sys.stderr)
+        stale = [SCHEMA_DIR / name for name in stale_schemas()]
+        if asyncapi.is_stale():
+            stale.append(asyncapi.DOCUMENT)
+        for path in stale:
+            print(f"stale: {path}", file=sys.stderr)
         return 1 if stale else 0
-    for path in write_schemas():
+    for path in [*write_schemas(), asyncapi.write_document()]:
         print(path)
     return 0
 
@@ -157,8 +160,10 @@ def parser() -> argparse.ArgumentParser:
 
     add_index(commands)
 
-    schemas = commands.add_parser("schemas", help="write the contracts' JSON Schemas")
-    schemas.add_argument("--check", action="store_true", help="exit 1 if the committed schemas are stale")
+    schemas = commands.add_parser("schemas", help="write the contracts' JSON Schemas and AsyncAPI document")
+    schemas.add_argument(
+        "--check", action="store_true", help="exit 1 if the committed schemas or document are stale"
+    )
     schemas.set_defaults(run=_schemas)
     return root
 

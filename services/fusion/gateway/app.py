@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fusion_contracts import AnswerChunk, FusedResult, FusionProgress, FusionRequest
 from starlette.exceptions import HTTPException
 
+from fusion import asyncapi
 from fusion.activity.rows import KEY_NAME
 from fusion.catalog import Catalog
 from fusion.gateway import openrouter, translate
@@ -462,6 +463,10 @@ def create_app(settings: Settings, catalog: Catalog) -> FastAPI:
         if link.ready.is_set():
             return JSONResponse({"status": "ok", "kafka": "connected", "reply_topic": link.reply_topic})
         return JSONResponse({"status": "starting", "kafka": "unreachable"}, status_code=503)
+
+    @app.get("/asyncapi.json", include_in_schema=False)
+    async def asyncapi_document() -> Response:
+        return Response(asyncapi.served(), media_type="application/json")
 
     @app.get("/metrics")
     async def metrics() -> Response:
