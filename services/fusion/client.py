@@ -8,6 +8,7 @@ from types import TracebackType
 from fusion_contracts import FusedResult, FusionRequest, PanelAnswer, PanelPlan, topics
 
 from fusion.kafka.broker import Outbox, build_broker
+from fusion.kafka.security import KafkaConnection
 from fusion.kafka.tap import Reply, answer_watcher, result_waiter
 from fusion.settings import Settings
 
@@ -21,8 +22,9 @@ class FusionClient:
     def __init__(self, settings: Settings, watch_answers: bool = False) -> None:
         self._broker = build_broker(settings, "fusion-client")
         self._outbox = Outbox(self._broker)
-        self.results = result_waiter(settings.kafka_bootstrap)
-        self._answers = answer_watcher(settings.kafka_bootstrap) if watch_answers else None
+        kafka = KafkaConnection.of(settings)
+        self.results = result_waiter(kafka)
+        self._answers = answer_watcher(kafka) if watch_answers else None
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> "FusionClient":

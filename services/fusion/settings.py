@@ -3,9 +3,10 @@
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, FilePath, SecretStr, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fusion.liveness import STUCK_AFTER_S
@@ -38,6 +39,29 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=0, description="Longest a service's fetch waits.")
     kafka_max_poll_interval_ms: int = Field(
         default=300_000, ge=1_000, description="A consumer that fetches nothing for longer leaves its group."
+    )
+
+    # How every Kafka client of every service connects (see fusion.kafka.security, docs/configuration.md).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = Field(default=None, description="The service's Kafka user.")
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: FilePath | None = Field(
+        default=None,
+        description="The password, from a file (a mounted Strimzi KafkaUser secret's `password`).",
+    )
+    kafka_ssl_ca_file: FilePath | None = Field(
+        default=None, description="CA certificates (PEM) to trust for the brokers; unset, the system's."
+    )
+    kafka_ssl_cert_file: FilePath | None = Field(
+        default=None, description="A client certificate (PEM), for mTLS."
+    )
+    kafka_ssl_key_file: FilePath | None = Field(
+        default=None, description="The client certificate's key (PEM)."
+    )
+    kafka_ssl_key_password_file: FilePath | None = None
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Whether a broker's certificate must name the host connected to."
     )
     dispatcher_concurrency: int = Field(default=256, ge=1, description="Requests dispatched at once.")
     worker_concurrency: int = Field(default=1024, ge=1, description="Model calls at once per panel worker.")
@@ -159,3 +183,85 @@ class Settings(BaseSettings):
         if self.health_port is not None:
             return self.health_port
         return DEFAULT_HEALTH_PORTS.get(service, 0)
+
+    @model_validator(mode="after")
+    def _kafka_security_agrees(self) -> Self:
+        """The Kafka security settings fit together. Raised as errors of the fields themselves: for an
+        error of the whole model pydantic would print every input, passwords included."""
+        if problems := _kafka_security_problems(self):
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("kafka_security", message),
+                        loc=(name,),
+                        input="**********" if "password" in name else getattr(self, name),
+                    )
+                    for name, message in problems
+                ],
+            )
+        return self
+
+
+_SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+_TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+_SASL_FIELDS = ("kafka_sasl_username", "kafka_sasl_password", "kafka_sasl_password_file")
+_TLS_FIELDS = (
+    "kafka_ssl_ca_file",
+    "kafka_ssl_cert_file",
+    "kafka_ssl_key_file",
+    "kafka_ssl_key_password_file",
+)
+
+
+def _env(name: str) -> str:
+    return f"FUSION_{name.upper()}"
+
+
+def _kafka_security_problems(settings: Settings) -> list[tuple[str, str]]:
+    """(field, message) for each Kafka security setting that is missing, or given but unused (a
+    credential or a certificate the protocol would silently not send is a mistake worth stopping on)."""
+    return _sasl_problems(settings) + _tls_problems(settings)
+
+
+def _named_protocol(settings: Settings) -> str:
+    return f"{_env('kafka_security_protocol')}={settings.kafka_security_protocol}"
+
+
+def _sasl_problems(settings: Settings) -> list[tuple[str, str]]:
+    named = _named_protocol(settings)
+    if settings.kafka_security_protocol not in _SASL_PROTOCOLS:
+        use = "use SASL_PLAINTEXT or SASL_SSL, or unset"
+        return [
+            (name, f"{named} sends no credentials: {use} {_env(name)}")
+            for name in _SASL_FIELDS
+            if getattr(settings, name) is not None
+        ]
+    problems: list[tuple[str, str]] = []
+    if not settings.kafka_sasl_username:
+        problems.append(("kafka_sasl_username", f"{named} needs {_env('kafka_sasl_username')}"))
+    password = settings.kafka_sasl_password
+    has_password = password is not None and password.get_secret_value() != ""
+    has_file = settings.kafka_sasl_password_file is not None
+    either = f"{_env('kafka_sasl_password')} or {_env('kafka_sasl_password_file')}"
+    if not has_password and not has_file:
+        problems.append(("kafka_sasl_password", f"{named} needs {either}"))
+    elif has_password and has_file:
+        problems.append(("kafka_sasl_password", f"set {either}, not both"))
+    return problems
+
+
+def _tls_problems(settings: Settings) -> list[tuple[str, str]]:
+    named = _named_protocol(settings)
+    given = [name for name in _TLS_FIELDS if getattr(settings, name) is not None]
+    if settings.kafka_security_protocol not in _TLS_PROTOCOLS:
+        return [
+            (name, f"{named} does not use TLS: use SSL or SASL_SSL, or unset {_env(name)}") for name in given
+        ]
+    if settings.kafka_ssl_cert_file is not None:
+        return []
+    return [
+        (name, f"{_env(name)} needs {_env('kafka_ssl_cert_file')}")
+        for name in given
+        if name in ("kafka_ssl_key_file", "kafka_ssl_key_password_file")
+    ]

@@ -5,6 +5,7 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import structlog
@@ -211,3 +212,22 @@ def test_the_timeline_renders_bars() -> None:
     assert "Timeline (total 3.00 s)" in text
     assert "█" in text
     assert "judge j" in text
+
+
+def test_every_secret_the_settings_hold_is_redacted(tmp_path: Path) -> None:
+    """The named gateway keys, the Kafka password (from its file) and the database's password."""
+    from fusion.catalog import load_catalog
+    from fusion.cli.main import _secrets
+    from pydantic import SecretStr
+
+    password_file = tmp_path / "password"
+    password_file.write_text("kafka-pass-7e1\n")
+    settings = Settings(
+        gateway_api_keys={"team-a": SecretStr("sk-team-a-91c")},
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_username="fusion-judge",
+        kafka_sasl_password_file=password_file,
+        database_url=SecretStr("postgresql+psycopg://fusion:db-pass-3a0@db/fusion"),
+    )
+    secrets = _secrets(settings, load_catalog(None))
+    assert {"sk-team-a-91c", "kafka-pass-7e1", "db-pass-3a0"} <= set(secrets)

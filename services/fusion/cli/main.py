@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import get_args
@@ -17,9 +18,20 @@ GATEWAY_BACKSTOP_S = 10.0
 
 
 def _secrets(settings: Settings, catalog: Catalog) -> list[str]:
+    """Every secret the process holds, for the logs to redact."""
     keys = [provider.api_key() or "" for provider in catalog.providers.values()]
-    if settings.gateway_api_key is not None:
-        keys.append(settings.gateway_api_key.get_secret_value())
+    keys += list(settings.api_keys().values())
+    if settings.kafka_sasl_password is not None or settings.kafka_sasl_password_file is not None:
+        from fusion.kafka.security import KafkaSecurityError, sasl_password
+
+        with contextlib.suppress(KafkaSecurityError):
+            keys.append(sasl_password(settings))
+    if settings.database_url is not None or settings.database_url_file is not None:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(settings.activity_database_url()).password
+        if password:
+            keys.append(str(password))
     return keys
 
 

@@ -30,6 +30,7 @@ from fusion.gateway.errors import GatewayError
 from fusion.gateway.reply_topics import PRESENCE_S, Sweeper, presence_interval, sweep_interval
 from fusion.kafka.admin import BROKER_TIMESTAMPS, TopicPlan, create_topic, default_replication
 from fusion.kafka.broker import Outbox, build_broker
+from fusion.kafka.security import KafkaConnection, client_options
 from fusion.kafka.tap import Reply, ReplyRouter
 from fusion.settings import Settings
 
@@ -51,16 +52,15 @@ class FusionLink:
         self.reply_topic = reply_topic_for(settings.instance_id)
         self._broker = build_broker(settings, "fusion-gateway")
         self._outbox = Outbox(self._broker)
-        self.replies = ReplyRouter(settings.kafka_bootstrap, self.reply_topic, remember=0)
+        kafka = KafkaConnection.of(settings)
+        self.replies = ReplyRouter(kafka, self.reply_topic, remember=0)
         self.ready = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
         self._due: dict[str, float] = {}
         """Request id -> when its result stops being due (monotonic), for the requests awaited."""
         self._given_up_due = 0.0
         """The latest such time of the requests forgotten before their result came."""
-        self.sweeper = Sweeper(
-            settings.kafka_bootstrap, self.reply_topic, settings.gateway_reply_topic_stale_s
-        )
+        self.sweeper = Sweeper(kafka, self.reply_topic, settings.gateway_reply_topic_stale_s)
 
     @property
     def reply_to(self) -> ReplyTo:
@@ -168,7 +168,9 @@ class FusionLink:
         await self._delete_reply_topic()
 
     async def _delete_reply_topic(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._settings.kafka_bootstrap, **client_options(self._settings)
+        )
         try:
             await admin.start()
             await admin.delete_topics([self.reply_topic])

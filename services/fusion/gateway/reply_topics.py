@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from fusion_contracts import topics
 
+from fusion.kafka.security import KafkaConnection, connection
 from fusion.kafka.stopping import stop_consumer
 
 log = structlog.get_logger(__name__)
@@ -83,7 +84,7 @@ class Sweeper:
     """Deletes the reply topics of gone gateways, never `own` (the caller's). Keeps, between sweeps,
     when it first saw each empty topic empty."""
 
-    bootstrap: str
+    kafka: str | KafkaConnection
     own: str
     stale_s: float
     clock: Callable[[], float] = time.time
@@ -91,8 +92,9 @@ class Sweeper:
 
     async def sweep(self) -> list[str]:
         """Deletes what is stale now; returns the deleted topics' names."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=15_000)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        kafka = connection(self.kafka).client_args()
+        admin = AIOKafkaAdminClient(**kafka, request_timeout_ms=15_000)
+        consumer = AIOKafkaConsumer(**kafka, group_id=None, enable_auto_commit=False)
         await admin.start()
         try:
             await consumer.start()

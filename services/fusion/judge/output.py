@@ -30,6 +30,7 @@ from fusion.kafka.broker import publish_span
 from fusion.kafka.codec import encode
 from fusion.kafka.commits import BackgroundCommits
 from fusion.kafka.dead_letters import undeliverable
+from fusion.kafka.security import KafkaConnection, client_options
 from fusion.kafka.stopping import stop_consumer
 from fusion.kafka.transactions import Outgoing, PartitionProducer
 from fusion.liveness import Progress
@@ -89,7 +90,7 @@ class PartitionOutput:
         self._ready = asyncio.Event()
         self._lock = asyncio.Lock()
         self._producer = producer or PartitionProducer(
-            settings.kafka_bootstrap, transactional_id(partition), settings.judge_transaction_timeout_s
+            KafkaConnection.of(settings), transactional_id(partition), settings.judge_transaction_timeout_s
         )
         self._task: asyncio.Task[None] | None = None
         self._traced = tracing_enabled()
@@ -479,6 +480,7 @@ def _markers_reader(settings: Settings) -> AIOKafkaConsumer:
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
+        **client_options(settings),
     )
 
 

@@ -6,6 +6,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from fusion_contracts import limits, topics
 
+from fusion.kafka.security import client_options
 from fusion.settings import Settings
 
 
@@ -51,7 +52,7 @@ async def create_topic(settings: Settings, plan: TopicPlan, replication: int = 1
 
 
 async def _create(settings: Settings, plans: list[TopicPlan], replication: int) -> dict[str, str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15_000)
+    admin = _admin(settings)
     await admin.start()
     try:
         config = {"max.message.bytes": str(limits.MAX_MESSAGE_BYTES)}
@@ -80,7 +81,7 @@ async def default_replication(settings: Settings) -> int:
     """The replication factor the cluster gives a topic that names none (its brokers'
     `default.replication.factor`), at most the number of brokers up now: a topic cannot have more
     replicas than that when it is created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15_000)
+    admin = _admin(settings)
     await admin.start()
     try:
         brokers = [broker["node_id"] for broker in (await admin.describe_cluster())["brokers"]]
@@ -96,3 +97,9 @@ async def default_replication(settings: Settings) -> int:
 
 
 _DEFAULT_REPLICATION = "default.replication.factor"
+
+
+def _admin(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=15_000, **client_options(settings)
+    )

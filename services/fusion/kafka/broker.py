@@ -17,6 +17,7 @@ from opentelemetry import propagate, trace
 from pydantic import BaseModel
 
 from fusion.kafka.codec import encode
+from fusion.kafka.security import broker_security, client_options
 from fusion.liveness import Progress
 from fusion.observability.metrics import FusionMetrics
 from fusion.observability.tracing import TRACER, tracing_enabled
@@ -48,6 +49,7 @@ def build_broker(
         [server.strip() for server in settings.kafka_bootstrap.split(",") if server.strip()],
         middlewares=middlewares,
         client_id=f"{service}-{settings.instance_id}",
+        security=broker_security(settings),
         allow_auto_create_topics=False,
         # Acknowledged by every in-sync replica, and never written twice by the producer's own
         # retries: on a replicated cluster a leader's failure then loses no acknowledged message.
@@ -79,6 +81,7 @@ class OwnProducer:
             acks="all",
             enable_idempotence=True,
             max_request_size=limits.MAX_MESSAGE_BYTES,
+            **client_options(self._settings),
         )
         await producer.start()
         self.producer = producer

@@ -28,6 +28,7 @@ from fusion_contracts import (
 from pydantic import Discriminator, TypeAdapter
 
 from fusion.kafka.codec import DecodeError, decode
+from fusion.kafka.security import KafkaConnection, connection
 from fusion.kafka.stopping import stop_consumer
 
 T = TypeVar("T")
@@ -42,8 +43,8 @@ FETCH_MAX_WAIT_MS = 500
 class TopicTap:
     """Calls `on_record` for every record published to `topic` after `start()` returns."""
 
-    def __init__(self, bootstrap: str, topic: str, on_record: Callable[[Any], None]) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: str | KafkaConnection, topic: str, on_record: Callable[[Any], None]) -> None:
+        self._kafka = connection(kafka)
         self._topic = topic
         self._on_record = on_record
         self._task: asyncio.Task[None] | None = None
@@ -51,7 +52,7 @@ class TopicTap:
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+            **self._kafka.client_args(),
             group_id=None,
             enable_auto_commit=False,
             # A waiting fetch is answered as soon as a transaction's commit marker lands, so a
@@ -120,11 +121,17 @@ class TopicTap:
 class Correlator(Generic[T]):
     """Routes decoded messages of a tapped topic to the listener registered for their request id."""
 
-    def __init__(self, bootstrap: str, topic: str, adapter: TypeAdapter[T], request_id: Callable[[T], str]):
+    def __init__(
+        self,
+        kafka: str | KafkaConnection,
+        topic: str,
+        adapter: TypeAdapter[T],
+        request_id: Callable[[T], str],
+    ):
         self._adapter = adapter
         self._request_id = request_id
         self._listeners: dict[str, Callable[[T], None]] = {}
-        self._tap = TopicTap(bootstrap, topic, self._on_record)
+        self._tap = TopicTap(kafka, topic, self._on_record)
 
     async def __aenter__(self) -> Self:
         await self._tap.start()
@@ -191,8 +198,8 @@ class ReplyRouter(Correlator[Reply]):
     listeners stay until their request is forgotten: their number is the caller's in-flight requests.
     A gateway's `GatewayPresence` on the topic is skipped."""
 
-    def __init__(self, bootstrap: str, topic: str, remember: int = SEEN_REQUESTS) -> None:
-        super().__init__(bootstrap, topic, _REPLIES, lambda message: message.request_id)
+    def __init__(self, kafka: str | KafkaConnection, topic: str, remember: int = SEEN_REQUESTS) -> None:
+        super().__init__(kafka, topic, _REPLIES, lambda message: message.request_id)
         self._futures: dict[str, asyncio.Future[FusedResult]] = {}
         self.seen: Counter[str] = BoundedCounter(remember)
 
@@ -252,10 +259,10 @@ _PROGRESS: TypeAdapter[PanelPlan | PanelAnswer] = TypeAdapter(
 """What a watcher shows of `fusion.answers`; the judge's other messages there are skipped."""
 
 
-def result_waiter(bootstrap: str) -> ReplyRouter:
-    return ReplyRouter(bootstrap, topics.RESULTS)
+def result_waiter(kafka: str | KafkaConnection) -> ReplyRouter:
+    return ReplyRouter(kafka, topics.RESULTS)
 
 
-def answer_watcher(bootstrap: str) -> Correlator[PanelPlan | PanelAnswer]:
+def answer_watcher(kafka: str | KafkaConnection) -> Correlator[PanelPlan | PanelAnswer]:
     """Plans and answers of requests, for showing progress."""
-    return Correlator(bootstrap, topics.ANSWERS, _PROGRESS, lambda message: message.request_id)
+    return Correlator(kafka, topics.ANSWERS, _PROGRESS, lambda message: message.request_id)

@@ -29,6 +29,8 @@ from aiokafka.errors import (
 )
 from fusion_contracts import limits
 
+from fusion.kafka.security import KafkaConnection, connection
+
 log = structlog.get_logger(__name__)
 
 TXN_RETRY_BACKOFF_MS = 5
@@ -83,9 +85,12 @@ class PartitionProducer:
     """The transactional producer of one consumed partition (`transactional_id`)."""
 
     def __init__(
-        self, bootstrap: str, transactional_id: str, commit_timeout_s: float = COMMIT_TIMEOUT_S
+        self,
+        kafka: str | KafkaConnection,
+        transactional_id: str,
+        commit_timeout_s: float = COMMIT_TIMEOUT_S,
     ) -> None:
-        self._bootstrap = bootstrap
+        self._kafka = connection(kafka)
         self.transactional_id = transactional_id
         self._commit_timeout_s = commit_timeout_s
         self._producer: AIOKafkaProducer | None = None
@@ -109,7 +114,7 @@ class PartitionProducer:
 
     async def _start(self) -> None:
         producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap,
+            **self._kafka.client_args(),
             transactional_id=self.transactional_id,
             enable_idempotence=True,
             acks="all",
