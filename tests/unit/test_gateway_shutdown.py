@@ -25,8 +25,10 @@ async def test_the_server_tells_the_app_before_it_waits_for_connections(monkeypa
     assert calls == ["app told", "server shutdown"]
 
 
-def test_the_gateway_pod_outlives_the_drain_and_the_backstop() -> None:
-    deployment, *_ = (doc for doc in yaml.safe_load_all((K8S / "gateway.yaml").read_text()) if doc)
+def test_the_gateway_pod_outlives_its_pause_the_drain_and_the_backstop() -> None:
+    deployment, *_ = (doc for doc in yaml.safe_load_all((K8S / "base" / "gateway.yaml").read_text()) if doc)
     assert deployment["kind"] == "Deployment"
-    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > Settings().gateway_drain_s + GATEWAY_BACKSTOP_S
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > pause + Settings().gateway_drain_s + GATEWAY_BACKSTOP_S
