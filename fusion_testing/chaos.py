@@ -1085,25 +1085,33 @@ async def _topic_exists(bootstrap: str, topic: str) -> bool:
 
 async def _read_topic(bootstrap: str, topic: str, isolation: str) -> list[Any]:
     """Every record of every partition of `topic`, from its beginning to its end as of now."""
-    # A consumer knows the topics of the metadata it got when it started; a broker just restarted can
-    # answer without the topic's partitions for a while, so a new consumer asks again.
+    # The partitions from the broker (a consumer without a subscription holds no topic's metadata);
+    # a broker just restarted can answer without them for a while, so ask again.
     for _ in range(30):
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level=isolation,
-            max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
-        )
-        await consumer.start()
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+        await admin.start()
         try:
-            known = consumer.partitions_for_topic(topic) or set()
-            if known:
-                return await _read_all(consumer, [TopicPartition(topic, p) for p in sorted(known)])
+            described = await admin.describe_topics([topic])
         finally:
-            await stop_consumer(consumer)
+            await admin.close()
+        known = sorted(p["partition"] for entry in described for p in entry.get("partitions") or ())
+        if known:
+            break
         await asyncio.sleep(1.0)
-    raise RuntimeError(f"no metadata for {topic!r} after 30 attempts")
+    else:
+        raise RuntimeError(f"no metadata for {topic!r} after 30 attempts")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level=isolation,
+        max_partition_fetch_bytes=limits.MAX_MESSAGE_BYTES,
+    )
+    await consumer.start()
+    try:
+        return await _read_all(consumer, [TopicPartition(topic, p) for p in known])
+    finally:
+        await stop_consumer(consumer)
 
 
 async def _read_all(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> list[Any]:
