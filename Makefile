@@ -12,7 +12,7 @@ DEMO_QUESTION ?= Why is the sky blue? Answer in three sentences.
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: help install install-dev up down run test test-tools test-fast lint format schemas kafka-up kafka-down kafka-reset clean bench bench-gateway bench-floor bench-markers fuzz chaos eval eval-strategies
+.PHONY: help install install-dev up down run test test-tools test-fast lint format schemas kafka-up kafka-down kafka-reset clean bench bench-gateway bench-floor bench-markers bench-scale fuzz chaos eval eval-strategies
 
 help:
 	@echo "make run     install, start Kafka + local models + services, fuse a demo question"
@@ -22,6 +22,7 @@ help:
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make bench   overhead, in-process ratio, throughput, quorum tail, memory: table, plot, JSON"
 	@echo "make bench-gateway   the gateway's added latency (stand-in models), table + plot"
+	@echo "make bench-scale     a backlog on fusion.tasks with 1 then 4 panel workers, on fusion.answers with 1 then 3 judges: lag and throughput, plotted (about 2 minutes)"
 	@echo "make bench-floor     the floor: bare Kafka hops, then the design's flow on bare relays (5 min)"
 	@echo "make bench-markers   judge failovers after 1,000,000 released requests: start-up time, memory, no duplicates (about 18 minutes)"
 	@echo "make fuzz    10,000 malformed records on every consumed topic and bad markers, then hostile but valid requests: each dead-lettered, skipped or answered with its reason (about 2 minutes)"
@@ -104,6 +105,9 @@ bench: install
 
 chaos: install
 	$(BIN)/python -m bench.chaos
+
+bench-scale: install
+	$(BIN)/python -m bench.scale_out
 
 fuzz: install
 	$(BIN)/pytest tests/integration/test_fuzz.py tests/integration/test_fuzz_hostile.py -s -q --tb=short
