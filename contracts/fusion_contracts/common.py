@@ -2,6 +2,7 @@
 
 import hashlib
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -10,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeInt,
+    PlainSerializer,
     field_validator,
     model_validator,
 )
@@ -69,6 +71,15 @@ def _as_utc(value: datetime) -> datetime:
 
 Instant = Annotated[datetime, AfterValidator(_as_utc)]
 """A point in time, always timezone-aware UTC: a time without a zone is taken as UTC."""
+
+
+def _plain(value: Decimal) -> str:
+    return format(value, "f")
+
+
+Usd = Annotated[Decimal, PlainSerializer(_plain, return_type=str, when_used="json")]
+"""An amount in dollars, exact. In JSON a plain decimal string (`"0.0000001"`, never Python's
+`"1E-7"`), which a reader in any language parses as written."""
 
 
 class ChatMessage(Contract):

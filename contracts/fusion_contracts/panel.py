@@ -21,6 +21,7 @@ from fusion_contracts.common import (
     ToolCounts,
     ToolSpec,
     Usage,
+    Usd,
 )
 from fusion_contracts.limits import (
     DEFAULT_MAX_TOOL_CALLS,
@@ -90,7 +91,7 @@ class PanelAnswer(Contract):
     error: str | None = Field(default=None, max_length=2_000)
     error_status: int | None = Field(default=None, description="The provider's HTTP status, if it sent one.")
     usage: Usage = Usage()
-    cost_usd: Decimal = Field(default=Decimal(0), ge=0, description="As reported by the provider, or priced.")
+    cost_usd: Usd = Field(default=Decimal(0), ge=0, description="As reported by the provider, or priced.")
     latency_ms: NonNegativeFloat
     finished_at: Instant
     worker: str = Field(default="", max_length=200)

@@ -1,7 +1,6 @@
 """What a client publishes on `fusion.requests`."""
 
 import uuid
-from decimal import Decimal
 
 from pydantic import Field, model_validator
 
@@ -15,6 +14,7 @@ from fusion_contracts.common import (
     SchemaVersion,
     Strategy,
     ToolSpec,
+    Usd,
     utc_now,
 )
 from fusion_contracts.limits import (
@@ -46,7 +46,7 @@ class Policy(Contract):
         le=MAX_DEADLINE_S,
         description="Seconds from submission to the fused result.",
     )
-    max_cost_usd: Decimal | None = Field(
+    max_cost_usd: Usd | None = Field(
         default=None, gt=0, description="Reject the request before any call when its estimate is higher."
     )
     judge_share: float = Field(

@@ -18,6 +18,7 @@ from fusion_contracts.common import (
     Strategy,
     ToolCounts,
     Usage,
+    Usd,
     utc_now,
 )
 from fusion_contracts.limits import MAX_ANSWER_CHARS, MAX_SOURCES, SCHEMA_VERSION
@@ -95,7 +96,7 @@ class MemberOutcome(Contract):
     error: str | None = None
     error_status: int | None = Field(default=None, description="The provider's HTTP status, if it sent one.")
     usage: Usage = Usage()
-    cost_usd: Decimal = Field(default=Decimal(0), ge=0)
+    cost_usd: Usd = Field(default=Decimal(0), ge=0)
     latency_ms: NonNegativeFloat | None = None
     finished_at: Instant | None = None
     sources: list[Source] = Field(
@@ -110,7 +111,7 @@ class JudgeOutcome(Contract):
     error: str | None = None
     analysis_error: str | None = Field(default=None, description="Why no typed analysis could be read.")
     usage: Usage = Usage()
-    cost_usd: Decimal = Field(default=Decimal(0), ge=0, description="Every judge call.")
+    cost_usd: Usd = Field(default=Decimal(0), ge=0, description="Every judge call.")
     latency_ms: NonNegativeFloat = 0.0
     calls: NonNegativeInt = Field(default=0, description="Judge calls made: 0 when the panel agreed.")
 
@@ -133,10 +134,10 @@ class UsageSummary(Contract):
 class CostSummary(Contract):
     """US dollars, exact: the members' and the judge's costs add up to `total_usd` to the last digit."""
 
-    members_usd: Decimal = Decimal(0)
-    judge_usd: Decimal = Decimal(0)
-    total_usd: Decimal = Decimal(0)
-    by_model: dict[str, Decimal] = Field(default_factory=dict)
+    members_usd: Usd = Decimal(0)
+    judge_usd: Usd = Decimal(0)
+    total_usd: Usd = Decimal(0)
+    by_model: dict[str, Usd] = Field(default_factory=dict)
 
 
 class FusedResult(Contract):
@@ -218,7 +219,7 @@ class FusionProgress(Contract):
     error: str | None = Field(default=None, max_length=2_000)
     latency_ms: NonNegativeFloat | None = None
     usage: Usage | None = Field(default=None, description="panel.completed/failed: the member's tokens.")
-    cost_usd: Decimal | None = Field(default=None, ge=0, description="panel.completed/failed: its cost.")
+    cost_usd: Usd | None = Field(default=None, ge=0, description="panel.completed/failed: its cost.")
     analysis: Analysis | None = None
     at: Instant = Field(default_factory=utc_now)
 

@@ -336,3 +336,19 @@ def test_an_unknown_strategy_or_failure_reason_is_refused() -> None:
         FusionRequest.model_validate({**request_data(), "strategy": "debate"})
     with pytest.raises(ValidationError):
         FusedResult.model_validate({**OLD_RESULT, "failure_reason": "bad_luck"})
+
+
+def test_dollar_amounts_are_plain_decimals_in_json() -> None:
+    """Python writes Decimal("1E-7") as "1E-7", which not every reader parses as an amount."""
+    from decimal import Decimal
+
+    from fusion_contracts import CostSummary
+
+    summary = CostSummary(total_usd=Decimal("1E-7"), by_model={"m": Decimal("0.00000012")})
+    assert json.loads(summary.model_dump_json()) == {
+        "members_usd": "0",
+        "judge_usd": "0",
+        "total_usd": "0.0000001",
+        "by_model": {"m": "0.00000012"},
+    }
+    assert CostSummary.model_validate_json(summary.model_dump_json()) == summary
