@@ -1,4 +1,4 @@
-# Shared by infra/kafka.sh (the single broker) and infra/kafka-cluster.sh (three brokers); sourced, not run.
+# Shared by infra/kafka-single.sh (kafka.sh, kafka-secure.sh) and infra/kafka-cluster.sh; sourced, not run.
 # It defines the paths both use and fetch_jars; the caller defines log().
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")

@@ -15,23 +15,14 @@
 # Data, passwords and the log live under FUSION_CACHE (default .cache/ in the repo) in kafka-secure-PORT.
 set -euo pipefail
 
-# shellcheck source=infra/kafka-common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/kafka-common.sh"  # here, root, cache, lib, pom, fetch_jars
+# shellcheck source=infra/kafka-single.sh
+source "$(dirname "${BASH_SOURCE[0]}")/kafka-single.sh"  # running, port_open, java_run, launch_broker, stop_broker
 port=${KAFKA_SECURE_PORT:-19492}
 controller_port=$((port + 1))
 dir=$cache/kafka-secure-$port
 python=${FUSION_PYTHON:-$root/.venv/bin/python}
 
 log() { echo "kafka-secure: $*" >&2; }
-
-running() { [[ -f $dir/pid ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; }
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
-
-java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true
-  "-Dlog4j2.configurationFile=$here/kafka/log4j2.yaml" -cp "$lib/*")
-
-java_run() { java "${java_opts[@]}" "$@"; }
 
 password_of() { cat "$dir/users/$1/password"; }
 
@@ -107,33 +98,14 @@ create_acls() {
 
 start() {
   if running; then log "already running on 127.0.0.1:$port (pid $(cat "$dir/pid"))"; return 0; fi
-  if port_open; then log "port $port is taken by another process"; exit 1; fi
-  fetch_jars
-  configure
+  prepare_broker
   check_users
-  nohup java "${java_opts[@]}" kafka.Kafka "$dir/server.properties" > "$dir/kafka.log" 2>&1 &
-  echo $! > "$dir/pid"
-  for _ in $(seq 1 120); do
-    if grep -q "Kafka Server started" "$dir/kafka.log" 2>/dev/null && port_open; then
-      create_acls
-      log "up on 127.0.0.1:$port (pid $(cat "$dir/pid")), SASL/SCRAM-SHA-512; passwords in $dir/users"
-      return 0
-    fi
-    running || { log "the broker exited; its log:"; tail -30 "$dir/kafka.log" >&2; exit 1; }
-    sleep 0.5
-  done
-  log "not up after 60 s; see $dir/kafka.log"; exit 1
+  launch_broker
+  create_acls
+  log "up on 127.0.0.1:$port (pid $(cat "$dir/pid")), SASL/SCRAM-SHA-512; passwords in $dir/users"
 }
 
-stop() {
-  if ! running; then rm -f "$dir/pid"; log "not running"; return 0; fi
-  local pid; pid=$(cat "$dir/pid")
-  kill "$pid"
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-  kill -9 "$pid" 2>/dev/null || true
-  rm -f "$dir/pid"
-  log "stopped"
-}
+stop() { stop_broker; }
 
 # The settings (see docs/configuration.md) that connect a Fusion process as USER.
 env_for() {
