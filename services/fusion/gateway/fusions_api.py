@@ -3,7 +3,8 @@ before its answer came. The activity recorder (`fusion serve activity`) writes t
 gateway only reads it. With named keys, a caller sees only the requests made with its own key."""
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -13,6 +14,8 @@ from fusion.activity.store import ActivityStore
 from fusion.gateway.errors import GatewayError
 from fusion.gateway.keys import key_name
 from fusion.settings import Settings
+
+T = TypeVar("T")
 
 
 class Activity:
@@ -28,10 +31,10 @@ class Activity:
             self._store = ActivityStore(self._url)
         return self._store
 
-    async def read(self, method: str, *args: Any) -> Any:
-        """`ActivityStore.<method>(*args)` in a thread; a 503 when the database cannot answer."""
+    async def read(self, query: Callable[[ActivityStore], T]) -> T:
+        """`query(store)` in a thread; a 503 when the database cannot answer."""
         try:
-            return await asyncio.to_thread(getattr(self.store, method), *args)
+            return await asyncio.to_thread(lambda: query(self.store))
         except SQLAlchemyError as error:
             raise GatewayError(
                 503,
@@ -51,7 +54,7 @@ def fusions_routes(activity: Activity) -> APIRouter:
 
     @router.get("/v1/fusions/{request_id}", response_model=None)
     async def fusion(request_id: str) -> JSONResponse:
-        row = await activity.read("fusion", request_id[:128])
+        row = await activity.read(lambda store: store.fusion(request_id[:128]))
         if row is None or (key_name.get() is not None and row.key_name != key_name.get()):
             raise GatewayError(
                 404,

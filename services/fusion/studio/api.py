@@ -2,6 +2,7 @@
 the activity for scripts and spreadsheets. Same sign-in as the pages (the session cookie), or a
 bearer key."""
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -9,7 +10,7 @@ from fastapi.responses import JSONResponse
 from fusion_contracts import ReplyTo
 from pydantic import BaseModel, ConfigDict, Field
 
-from fusion.activity.store import Totals
+from fusion.activity.store import ActivityStore, Totals
 from fusion.activity.tables import Fusion
 from fusion.catalog import Catalog, CatalogError
 from fusion.gateway import translate
@@ -52,7 +53,9 @@ async def all_rows(activity: Activity, query: Query) -> tuple[list[Fusion], bool
     """Every request that matches, page by page; True when there were more than the export takes."""
     rows: list[Fusion] = []
     while len(rows) < CSV_MAX_REQUESTS:
-        page: list[Fusion] = await activity.read("fusions", query.paged(CSV_PAGE, len(rows)).where)
+        page = await activity.read(
+            partial(ActivityStore.fusions, where=query.paged(CSV_PAGE, len(rows)).where)
+        )
         rows += page
         if len(page) < CSV_PAGE:
             return rows, False
@@ -97,8 +100,8 @@ def api_routes(sessions: Sessions, activity: Activity, catalog: Catalog) -> APIR
     @router.get("/studio/api/activity")
     async def activity_json(request: Request, _: Caller) -> JSONResponse:
         query = parse_query(request.query_params)
-        rows: list[Fusion] = await activity.read("fusions", query.where)
-        totals: Totals = await activity.read("totals", query.where)
+        rows: list[Fusion] = await activity.read(lambda store: store.fusions(query.where))
+        totals: Totals = await activity.read(lambda store: store.totals(query.where))
         body: dict[str, Any] = {
             "filter": query.values,
             "limit": query.where.limit,
@@ -110,7 +113,7 @@ def api_routes(sessions: Sessions, activity: Activity, catalog: Catalog) -> APIR
 
     @router.get("/studio/api/activity/{request_id}")
     async def activity_one(request_id: str, _: Caller) -> JSONResponse:
-        row: Fusion | None = await activity.read("fusion", request_id[:128])
+        row: Fusion | None = await activity.read(lambda store: store.fusion(request_id[:128]))
         if row is None:
             raise not_found(request_id)
         return JSONResponse(detail_of(row).as_json())
@@ -118,7 +121,7 @@ def api_routes(sessions: Sessions, activity: Activity, catalog: Catalog) -> APIR
     @router.get("/studio/api/costs")
     async def costs(request: Request, _: Caller) -> JSONResponse:
         query = parse_query(request.query_params)
-        series = cost_series(await activity.read("costs_by_model", query.where))
+        series = cost_series(await activity.read(lambda store: store.costs_by_model(query.where)))
         return JSONResponse({"filter": query.values, **costs_json(series)})
 
     @router.get("/studio/activity.csv")

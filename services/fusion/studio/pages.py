@@ -92,10 +92,10 @@ def page_routes(sessions: Sessions, activity: Activity, catalog: Catalog, gatewa
     @router.get("/studio/activity")
     async def activity_list(request: Request, viewer: SignedIn) -> Response:
         query = parse_query(request.query_params)
-        facets: Facets = await activity.read("facets")
-        totals = await activity.read("totals", query.where)
-        rows = await activity.read("fusions", query.where)
-        series = cost_series(await activity.read("costs_by_model", query.where))
+        facets: Facets = await activity.read(lambda store: store.facets())
+        totals = await activity.read(lambda store: store.totals(query.where))
+        rows = await activity.read(lambda store: store.fusions(query.where))
+        series = cost_series(await activity.read(lambda store: store.costs_by_model(query.where)))
         where = query.where
         context: dict[str, Any] = {
             "viewer": viewer,
@@ -113,7 +113,7 @@ def page_routes(sessions: Sessions, activity: Activity, catalog: Catalog, gatewa
 
     @router.get("/studio/activity/{request_id}")
     async def activity_detail(request_id: str, viewer: SignedIn) -> Response:
-        row = await activity.read("fusion", request_id[:128])
+        row = await activity.read(lambda store: store.fusion(request_id[:128]))
         if row is None:
             return page("not_found.html", status=404, viewer=viewer, active="activity", request_id=request_id)
         return page("detail.html", viewer=viewer, active="activity", detail=detail_of(row))
