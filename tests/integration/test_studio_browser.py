@@ -139,7 +139,8 @@ async def ask_a_composed_panel(page: Page) -> tuple[str, str]:
 
 async def find_it_in_the_activity(page: Page, studio: str, request_id: str, cost: str) -> None:
     # The activity page lists it (once the recorder has it), with its per-model costs.
-    row = page.locator(f"[data-testid=activity-row][data-request-id='{request_id}']")
+    # Listed once its result is recorded: the request itself may be recorded first, as pending.
+    row = page.locator(f"[data-testid=activity-row][data-request-id='{request_id}'][data-status=complete]")
     for _ in range(60):
         await page.goto(f"{studio}/studio/activity")
         if await row.count():
